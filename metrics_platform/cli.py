@@ -1,0 +1,149 @@
+"""``metrics-platform``: run the stack, apply the schema, send demo traffic."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from metrics_platform.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@click.group()
+def main() -> None:
+    """Self-hostable metrics pipeline for AI agents: OTLP -> Collector -> Kafka -> ClickHouse."""
+
+
+@main.command()
+def up() -> None:
+    """Install (cached) and start Kafka, ClickHouse and the Collector; apply migrations."""
+    from metrics_platform.stack import platform
+    from metrics_platform.stack.process import StackError
+
+    settings = _settings()
+    try:
+        platform.up(settings, report=click.echo)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    c = settings.collector
+    click.echo(
+        "\nThe platform is up.\n"
+        f"  send OTLP spans to   http://127.0.0.1:{c.otlp_http_port} (HTTP) or 127.0.0.1:{c.otlp_grpc_port} (gRPC)\n"
+        f"  query ClickHouse at  {settings.clickhouse.url}  (tables agent_events, agent_metrics_1m, dead_letters)\n"
+        f"  Kafka                {settings.kafka.bootstrap_servers}  (topics {settings.kafka.spans_topic}, "
+        f"{settings.kafka.events_topic})\n"
+        f"  logs                 {settings.log_dir}\n"
+        "  stop with            metrics-platform down"
+    )
+
+
+@main.command()
+def down() -> None:
+    """Stop every component that ``up`` started."""
+    from metrics_platform.stack import platform
+
+    platform.down(_settings(), report=click.echo)
+
+
+@main.command()
+def status() -> None:
+    """Say which components run and whether they answer their health checks."""
+    from metrics_platform.stack import platform
+
+    rows = platform.status(_settings())
+    for row in rows:
+        click.echo(f"{row.name:<11} {'up  ' if row.running else 'DOWN'}  {row.detail}")
+    sys.exit(0 if all(r.running for r in rows) else 3)
+
+
+@main.command()
+@click.option("--status", "show_status", is_flag=True, help="List migrations and whether each is applied.")
+def migrate(show_status: bool) -> None:
+    """Apply pending schema migrations from sql/ (safe to re-run)."""
+    from tqdm import tqdm
+
+    from metrics_platform import clickhouse, migrations
+
+    settings = _settings()
+    ch = clickhouse.client(settings.clickhouse)
+    try:
+        if show_status:
+            for row in migrations.status(ch):
+                mark = "applied" if row.applied else "pending"
+                click.echo(f"{row.migration.version:04d} {row.migration.name:<28} {mark}")
+            return
+        pending = [s for s in migrations.status(ch) if not s.applied]
+        with tqdm(total=len(pending), unit="migration", disable=not pending) as bar:
+
+            def progress(migration: migrations.Migration, index: int, total: int) -> None:
+                bar.set_postfix_str(f"{migration.path.name} {index}/{total}")
+                if index == total:
+                    bar.update(1)
+
+            applied = migrations.migrate(ch, settings, on_statement=progress)
+    except migrations.MigrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"applied {len(applied)} migration(s)" if applied else "schema up to date")
+
+
+@main.command()
+@click.option("--rate", default=50.0, show_default=True, help="Agent requests (traces) per second.")
+@click.option("--duration", default=30.0, show_default=True, help="Seconds to send for.")
+@click.option("--seed", type=int, default=None, help="Make the traffic reproducible.")
+@click.option("--endpoint", default=None, help="OTLP/HTTP endpoint (default: the local Collector).")
+def demo(rate: float, duration: float, seed: int | None, endpoint: str | None) -> None:
+    """Send realistic synthetic agent traffic through the OpenTelemetry SDK."""
+    from metrics_platform.demo import run_demo
+
+    settings = _settings()
+    stats = run_demo(endpoint or settings.collector.otlp_http_endpoint, rate, duration, seed=seed)
+    click.echo(str(stats))
+
+
+@main.command()
+def summary() -> None:
+    """What has landed in ClickHouse so far, and where to look next."""
+    import time
+
+    from metrics_platform import clickhouse
+
+    settings = _settings()
+    ch = clickhouse.client(settings.clickhouse)
+    # Spans just sent may still be in the Collector's batch or Kafka: wait until the count settles.
+    last, deadline = -1, time.monotonic() + 20
+    while time.monotonic() < deadline:
+        count = ch.query("SELECT count() FROM agent_events").result_rows[0][0]
+        if count == last and count > 0:
+            break
+        last = count
+        time.sleep(2)
+    events, traces, errors, cost = ch.query(
+        "SELECT count(), uniqExact(trace_id), countIf(status != 'ok'), sum(cost_usd) FROM agent_events"
+    ).result_rows[0]
+    dead = ch.query("SELECT count() FROM dead_letters").result_rows[0][0]
+    click.echo(f"agent_events: {events:,} spans in {traces:,} traces, {errors:,} errors, ${cost:.2f} of LLM cost")
+    click.echo(f"dead_letters: {dead:,}")
+    click.echo("\nTop routes by p95 latency over the last hour (agent_metrics_1m):")
+    rows = ch.query(
+        "SELECT route, sum(calls) AS n, round(quantilesTDigestMerge(0.5, 0.95)(latency_q)[2]) AS p95_ms, "
+        "round(sum(errors) / n * 100, 2) AS error_pct FROM agent_metrics_1m_state "
+        "WHERE ts_min > now() - INTERVAL 1 HOUR GROUP BY route ORDER BY p95_ms DESC LIMIT 5"
+    ).result_rows
+    for route, calls, p95, error_pct in rows:
+        click.echo(f"  {route or '(none)':<32} {calls:>8,} calls  p95 {p95:>8,.0f} ms  errors {error_pct:>5}%")
+    click.echo(
+        f"\nQuery it yourself: curl '{settings.clickhouse.url}/?query=SELECT+*+FROM+agent_metrics_1m+LIMIT+5'\n"
+        "or in Python: clickhouse_connect.get_client(host='127.0.0.1', port="
+        f"{settings.clickhouse.http_port}).query_df('SELECT * FROM agent_events LIMIT 5')"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The one migration runner, shared by ``metrics-platform migrate`` and Dagster.
+
+Migrations are the ordered ``sql/NNNN_name.sql`` files. Each is a template: ``{{name}}``
+placeholders are filled from settings (broker list, topics, retention) at apply time, while the
+checksum covers the template, so moving a broker does not look like an edited migration.
+Statements are idempotent (``IF NOT EXISTS``), so a run that died half-way is simply re-run.
+A migration edited after it was applied is refused: fix forward with a new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from clickhouse_connect.driver.client import Client
+
+from metrics_platform.paths import SQL_DIR
+from metrics_platform.settings import Settings
+
+LEDGER_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations
+(
+    version    UInt32,
+    name       String,
+    checksum   String,
+    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+ORDER BY version
+"""
+
+_FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_PLACEHOLDER_RE = re.compile(r"\{\{(\w+)\}\}")
+
+
+class MigrationError(RuntimeError):
+    """A migration cannot be applied; the message names the file and statement."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+    checksum: str
+
+    @property
+    def template(self) -> str:
+        return self.path.read_text()
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    migration: Migration
+    applied: bool
+
+
+def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
+    """All migrations in version order; refuses malformed names and duplicate versions."""
+    found: dict[int, Migration] = {}
+    for path in sorted(sql_dir.glob("*.sql")):
+        match = _FILE_RE.match(path.name)
+        if not match:
+            raise MigrationError(f"{path}: migration files must be named NNNN_lower_snake.sql")
+        version = int(match.group(1))
+        if version in found:
+            raise MigrationError(f"{path}: version {version} already used by {found[version].path.name}")
+        checksum = hashlib.sha256(path.read_bytes()).hexdigest()
+        found[version] = Migration(version, match.group(2), path, checksum)
+    return [found[v] for v in sorted(found)]
+
+
+def template_values(settings: Settings) -> dict[str, str]:
+    """The values the SQL templates may refer to."""
+    return {
+        "kafka_brokers": settings.kafka.clickhouse_brokers,
+        "spans_topic": settings.kafka.spans_topic,
+        "events_topic": settings.kafka.events_topic,
+        "consumer_group_prefix": settings.kafka.consumer_group_prefix,
+        "kafka_num_consumers": str(settings.kafka_num_consumers),
+        "kafka_flush_interval_ms": str(settings.kafka_flush_interval_ms),
+        "retention_days": str(settings.retention_days),
+    }
+
+
+def render(migration: Migration, values: dict[str, str]) -> str:
+    """Fill a migration's placeholders; an unknown placeholder is an error, not an empty string."""
+
+    def substitute(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise MigrationError(f"{migration.path.name}: unknown placeholder {{{{{key}}}}}")
+        return values[key]
+
+    return _PLACEHOLDER_RE.sub(substitute, migration.template)
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a script on ``;`` outside quotes and comments (ClickHouse runs one statement a call)."""
+    statements: list[str] = []
+    current: list[str] = []
+    i, n = 0, len(sql)
+    quote: str | None = None
+    while i < n:
+        ch = sql[i]
+        if quote:
+            current.append(ch)
+            if ch == "\\" and i + 1 < n:
+                current.append(sql[i + 1])
+                i += 2
+                continue
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"', "`"):
+            quote = ch
+            current.append(ch)
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            end = n if end == -1 else end
+            current.append(sql[i:end])
+            i = end
+            continue
+        elif ch == ";":
+            statements.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    statements.append("".join(current))
+    return [s.strip() for s in statements if _has_code(s)]
+
+
+def _has_code(statement: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in statement.splitlines())
+
+
+def applied_checksums(ch: Client) -> dict[int, str]:
+    ch.command(LEDGER_DDL)
+    rows = ch.query("SELECT version, argMax(checksum, applied_at) FROM schema_migrations GROUP BY version")
+    return {int(version): checksum for version, checksum in rows.result_rows}
+
+
+def status(ch: Client, migrations: list[Migration] | None = None) -> list[MigrationStatus]:
+    """Which migrations are applied; raises if an applied one was edited since."""
+    migrations = discover() if migrations is None else migrations
+    applied = applied_checksums(ch)
+    for m in migrations:
+        if m.version in applied and applied[m.version] != m.checksum:
+            raise MigrationError(
+                f"{m.path.name} was edited after it was applied (checksum {applied[m.version][:12]} in "
+                f"schema_migrations, {m.checksum[:12]} on disk): restore it and add a new migration instead"
+            )
+    return [MigrationStatus(m, m.version in applied) for m in migrations]
+
+
+def migrate(
+    ch: Client,
+    settings: Settings,
+    migrations: list[Migration] | None = None,
+    on_statement: Callable[[Migration, int, int], None] | None = None,
+) -> list[Migration]:
+    """Apply every pending migration in order and record it; returns those applied now.
+
+    ``on_statement(migration, index, total)`` reports progress after each statement.
+    """
+    values = template_values(settings)
+    pending = [s.migration for s in status(ch, migrations) if not s.applied]
+    for m in pending:
+        statements = split_statements(render(m, values))
+        for index, statement in enumerate(statements, start=1):
+            try:
+                ch.command(statement)
+            except Exception as exc:
+                first_line = next(ln for ln in statement.splitlines() if not ln.lstrip().startswith("--"))
+                raise MigrationError(
+                    f"{m.path.name}, statement {index}/{len(statements)} ({first_line.strip()[:100]!r}): {exc}"
+                ) from exc
+            if on_statement:
+                on_statement(m, index, len(statements))
+        ch.insert("schema_migrations", [[m.version, m.name, m.checksum]], ["version", "name", "checksum"])
+    return pending

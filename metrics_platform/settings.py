@@ -1,0 +1,197 @@
+"""The one settings object, read from the environment.
+
+Every process (CLI, Dagster, tests, benchmarks) builds it with ``Settings.from_env()`` so the
+same variables configure all of them. Defaults run everything embedded on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from metrics_platform.paths import PROJECT_ROOT
+
+PREFIX = "METRICS_PLATFORM_"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(PREFIX + name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{PREFIX}{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class ClickHouseSettings:
+    """How to reach ClickHouse; ``embedded`` means this platform starts the server itself."""
+
+    host: str
+    http_port: int
+    tcp_port: int
+    user: str
+    password: str = field(repr=False)
+    database: str
+    secure: bool
+    embedded: bool
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://{self.host}:{self.http_port}"
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """How to reach Kafka, and the topics this platform owns."""
+
+    bootstrap_servers: str
+    # The broker list as ClickHouse's Kafka engine must dial it (differs in containers).
+    clickhouse_brokers: str
+    controller_port: int
+    embedded: bool
+    spans_topic: str
+    events_topic: str
+    partitions: int
+    retention_hours: int
+    consumer_group_prefix: str
+    # librdkafka properties for SASL/TLS clusters, from METRICS_PLATFORM_KAFKA_PROP_<NAME>.
+    client_properties: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """Ports of the OpenTelemetry Collector this platform runs."""
+
+    otlp_grpc_port: int
+    otlp_http_port: int
+    health_port: int
+    metrics_port: int
+
+    @property
+    def otlp_http_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.otlp_http_port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about one platform instance."""
+
+    state_dir: Path
+    cache_dir: Path
+    clickhouse: ClickHouseSettings
+    kafka: KafkaSettings
+    collector: CollectorSettings
+    retention_days: int
+    kafka_num_consumers: int
+    kafka_flush_interval_ms: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read all settings from ``METRICS_PLATFORM_*`` (and ``CLICKHOUSE_*``) variables."""
+        state_dir = Path(_env("STATE_DIR", str(PROJECT_ROOT / ".state"))).resolve()
+        cache_dir = Path(_env("CACHE_DIR", str(PROJECT_ROOT / ".cache"))).resolve()
+        return cls(
+            state_dir=state_dir,
+            cache_dir=cache_dir,
+            clickhouse=_clickhouse_from_env(),
+            kafka=_kafka_from_env(),
+            collector=CollectorSettings(
+                otlp_grpc_port=_env_int("OTLP_GRPC_PORT", 4317),
+                otlp_http_port=_env_int("OTLP_HTTP_PORT", 4318),
+                health_port=_env_int("COLLECTOR_HEALTH_PORT", 13133),
+                metrics_port=_env_int("COLLECTOR_METRICS_PORT", 8888),
+            ),
+            retention_days=_env_int("RETENTION_DAYS", 90),
+            # One consumer per topic suits a 2-core node; raise it up to the partition count.
+            kafka_num_consumers=_env_int("KAFKA_NUM_CONSUMERS", 1),
+            kafka_flush_interval_ms=_env_int("KAFKA_FLUSH_INTERVAL_MS", 1000),
+        )
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    def pii_salt(self) -> str:
+        """The secret key for hashing user ids: from the environment, else generated once.
+
+        A generated key is kept in the state directory (mode 0600), never in the repository, so
+        hashes stay stable across restarts of one installation.
+        """
+        from_env = os.environ.get(PREFIX + "PII_SALT")
+        if from_env:
+            return from_env
+        path = self.state_dir / "secrets" / "pii_salt"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32))
+        return path.read_text().strip()
+
+
+def _clickhouse_from_env() -> ClickHouseSettings:
+    url = os.environ.get("CLICKHOUSE_URL", "")
+    if url:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"CLICKHOUSE_URL={url!r} must look like http(s)://host:port")
+        secure = parsed.scheme == "https"
+        return ClickHouseSettings(
+            host=parsed.hostname,
+            http_port=parsed.port or (8443 if secure else 8123),
+            tcp_port=_env_int("CLICKHOUSE_TCP_PORT", 9000),
+            user=parsed.username or os.environ.get("CLICKHOUSE_USER", "default"),
+            password=parsed.password or os.environ.get("CLICKHOUSE_PASSWORD", ""),
+            database=parsed.path.strip("/") or os.environ.get("CLICKHOUSE_DATABASE", "default"),
+            secure=secure,
+            embedded=False,
+        )
+    host = os.environ.get("CLICKHOUSE_HOST", "")
+    return ClickHouseSettings(
+        host=host or "127.0.0.1",
+        http_port=int(os.environ.get("CLICKHOUSE_PORT", "") or _env_int("CLICKHOUSE_HTTP_PORT", 8123)),
+        tcp_port=_env_int("CLICKHOUSE_TCP_PORT", 9000),
+        user=os.environ.get("CLICKHOUSE_USER", "default"),
+        password=os.environ.get("CLICKHOUSE_PASSWORD", ""),
+        database=os.environ.get("CLICKHOUSE_DATABASE", "default"),
+        secure=os.environ.get("CLICKHOUSE_SECURE", "") in ("1", "true"),
+        # Naming a host means a server someone else runs.
+        embedded=not host,
+    )
+
+
+def _kafka_from_env() -> KafkaSettings:
+    external = os.environ.get(PREFIX + "KAFKA_BOOTSTRAP_SERVERS", "")
+    port = _env_int("KAFKA_PORT", 9092)
+    bootstrap = external or f"127.0.0.1:{port}"
+    props = {
+        key[len(PREFIX + "KAFKA_PROP_") :].lower().replace("_", "."): value
+        for key, value in os.environ.items()
+        if key.startswith(PREFIX + "KAFKA_PROP_")
+    }
+    return KafkaSettings(
+        bootstrap_servers=bootstrap,
+        clickhouse_brokers=_env("CLICKHOUSE_KAFKA_BROKERS", bootstrap),
+        controller_port=_env_int("KAFKA_CONTROLLER_PORT", 9093),
+        embedded=not external,
+        spans_topic=_env("SPANS_TOPIC", "otel_spans_v1"),
+        events_topic=_env("EVENTS_TOPIC", "agent_events_v1"),
+        partitions=_env_int("KAFKA_PARTITIONS", 3),
+        retention_hours=_env_int("KAFKA_RETENTION_HOURS", 48),
+        consumer_group_prefix=_env("KAFKA_CONSUMER_GROUP_PREFIX", "clickhouse"),
+        client_properties=props,
+    )

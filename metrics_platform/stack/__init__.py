@@ -1,0 +1,1 @@
+"""Starting, stopping and watching the platform's real components on one machine."""

@@ -1,0 +1,90 @@
+"""The whole stack in order: Kafka, topics, ClickHouse, migrations, Collector (and back down)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from metrics_platform import clickhouse, kafka_clients, migrations
+from metrics_platform.settings import Settings
+from metrics_platform.stack import clickhouse_embedded, collector, kafka_broker
+
+Report = Callable[[str], None]
+
+
+def up(settings: Settings, report: Report = print) -> None:
+    """Install what is missing, start every embedded component, apply migrations.
+
+    Components configured as external (CLICKHOUSE_URL/HOST, METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS)
+    are used as they are and not started.
+    """
+    if settings.kafka.embedded:
+        report("Kafka: fetching jars (cached after the first run) and starting the broker")
+        kafka_broker.start(settings)
+    report(f"Kafka: ensuring topics on {settings.kafka.bootstrap_servers}")
+    created = kafka_clients.ensure_topics(settings.kafka)
+    if created:
+        report(f"  created {', '.join(created)}")
+    if settings.clickhouse.embedded:
+        report("ClickHouse: starting the embedded server")
+        clickhouse_embedded.start(settings)
+    report(f"ClickHouse: applying migrations at {settings.clickhouse.url}")
+    applied = migrations.migrate(clickhouse.client(settings.clickhouse), settings)
+    report(f"  applied {len(applied)} migration(s)" if applied else "  schema up to date")
+    report("Collector: building (cached after the first run) and starting")
+    collector.start(settings)
+
+
+def down(settings: Settings, report: Report = print) -> None:
+    """Stop what ``up`` started, upstream first so nothing in flight is dropped."""
+    for name, stop in (
+        ("Collector", collector.stop),
+        ("ClickHouse", clickhouse_embedded.stop),
+        ("Kafka", kafka_broker.stop),
+    ):
+        report(f"{name}: {'stopped' if stop(settings) else 'not running'}")
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    running: bool
+    detail: str
+
+
+def status(settings: Settings) -> list[ComponentStatus]:
+    """What runs, where, and whether it answers its health check."""
+    rows: list[ComponentStatus] = []
+    if settings.kafka.embedded:
+        pid = kafka_broker.daemon(settings).pid()
+        rows.append(
+            ComponentStatus(
+                "kafka",
+                pid is not None,
+                f"pid {pid}, {settings.kafka.bootstrap_servers}" if pid else "stopped",
+            )
+        )
+    else:
+        rows.append(ComponentStatus("kafka", True, f"external: {settings.kafka.bootstrap_servers}"))
+    ch_ok = clickhouse_embedded.healthy(settings)
+    if settings.clickhouse.embedded:
+        pid = clickhouse_embedded.daemon(settings).pid()
+        detail = (
+            f"pid {pid}, {settings.clickhouse.url}, {'healthy' if ch_ok else 'not answering'}" if pid else "stopped"
+        )
+        rows.append(ComponentStatus("clickhouse", pid is not None and ch_ok, detail))
+    else:
+        rows.append(ComponentStatus("clickhouse", ch_ok, f"external: {settings.clickhouse.url}"))
+    pid = collector.daemon(settings).pid()
+    col_ok = collector.healthy(settings)
+    c = settings.collector
+    detail = (
+        (
+            f"pid {pid}, OTLP grpc :{c.otlp_grpc_port} http :{c.otlp_http_port}, "
+            f"{'healthy' if col_ok else 'not answering'}"
+        )
+        if pid
+        else "stopped"
+    )
+    rows.append(ComponentStatus("otelcol", pid is not None and col_ok, detail))
+    return rows
