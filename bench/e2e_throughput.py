@@ -1,0 +1,224 @@
+"""End-to-end benchmark: OTLP/HTTP → Collector → Kafka → ClickHouse, on whatever stack runs.
+
+Senders in separate processes POST pre-built OTLP protobuf batches to the Collector as fast as
+it accepts them (or at --rate); meanwhile a probe sends one span every 0.5 s and times how long
+until it is queryable. Prints one table. Run `make up` first (or point the METRICS_PLATFORM_*
+variables at another stack).
+
+    .venv/bin/python bench/e2e_throughput.py --duration 30 --senders 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing as mp
+import os
+import secrets
+import statistics
+import threading
+import time
+import uuid
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from metrics_platform import clickhouse
+from metrics_platform.settings import Settings
+
+
+def _kv(key: str, value: str | int | float) -> KeyValue:
+    if isinstance(value, str):
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(double_value=value))
+
+
+def build_payload(service: str, traces: int, spans_per_trace: int, end_ns: int | None = None) -> bytes:
+    """One ExportTraceServiceRequest: ``traces`` traces of ``spans_per_trace`` LLM-like spans."""
+    now = end_ns or time.time_ns()
+    spans = []
+    for t in range(traces):
+        trace_id = secrets.token_bytes(16)
+        for s in range(spans_per_trace):
+            spans.append(
+                Span(
+                    trace_id=trace_id,
+                    span_id=secrets.token_bytes(8),
+                    name="chat gpt-4.1",
+                    kind=Span.SPAN_KIND_CLIENT,
+                    start_time_unix_nano=now - 800_000_000 - s * 1_000_000,
+                    end_time_unix_nano=now,
+                    attributes=[
+                        _kv("gen_ai.operation.name", "chat"),
+                        _kv("gen_ai.request.model", ("gpt-4.1", "claude-sonnet-4")[(t + s) % 2]),
+                        _kv("gen_ai.provider.name", ("openai", "anthropic")[(t + s) % 2]),
+                        _kv("route", f"POST /v1/route{t % 8}"),
+                        _kv("gen_ai.usage.input_tokens", 500 + s),
+                        _kv("gen_ai.usage.output_tokens", 120),
+                        _kv("cost_usd", 0.0031),
+                        _kv("user_id", f"u-{t % 500}"),
+                    ],
+                )
+            )
+    resource_attrs = [
+        _kv("service.name", service),
+        _kv("deployment.environment", "bench"),
+        _kv("agent", "bench"),
+    ]
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource={"attributes": resource_attrs},
+                scope_spans=[ScopeSpans(spans=spans)],
+            )
+        ]
+    )
+    return request.SerializeToString()
+
+
+def sender(port: int, service: str, duration_s: float, rate: float, sent: mp.Value) -> None:
+    """POST pre-built batches for ``duration_s`` seconds; counts spans the Collector accepted."""
+    traces, per_trace = 100, 5
+    payloads = [build_payload(service, traces, per_trace) for _ in range(8)]
+    spans_per_post = traces * per_trace
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/x-protobuf"}
+    start = time.monotonic()
+    posted = 0
+    while (elapsed := time.monotonic() - start) < duration_s:
+        if rate and posted * spans_per_post > rate * elapsed:
+            time.sleep(0.005)
+            continue
+        conn.request("POST", "/v1/traces", body=payloads[posted % len(payloads)], headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status == 200:
+            posted += 1
+            with sent.get_lock():
+                sent.value += spans_per_post
+        else:  # refused by the memory limiter: back off as an SDK would
+            time.sleep(0.1)
+
+
+def probe(settings: Settings, service: str, stop: threading.Event, delays: list[float]) -> None:
+    """Send one span every 0.5 s and record seconds from its end to being queryable."""
+    ch = clickhouse.client(settings.clickhouse)
+    conn = http.client.HTTPConnection("127.0.0.1", settings.collector.otlp_http_port, timeout=30)
+    while not stop.is_set():
+        emitted = time.time_ns()
+        body = build_payload(service, 1, 1, end_ns=emitted)
+        trace_hex = (
+            ExportTraceServiceRequest.FromString(body)
+            .resource_spans[0]
+            .scope_spans[0]
+            .spans[0]
+            .trace_id.hex()
+        )
+        conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+        conn.getresponse().read()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = ch.query(
+                "SELECT count() FROM agent_events WHERE trace_id = {t:String}", parameters={"t": trace_hex}
+            )
+            if found.result_rows[0][0]:
+                delays.append((time.time_ns() - emitted) / 1e9)
+                break
+            time.sleep(0.05)
+        stop.wait(0.5)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    parser.add_argument("--senders", type=int, default=2, help="sender processes")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="offered spans/s in total (0 = as fast as accepted)"
+    )
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    ch = clickhouse.client(settings.clickhouse)
+    run = uuid.uuid4().hex[:8]
+    service, probe_service = f"bench-{run}", f"bench-probe-{run}"
+
+    idle_delays: list[float] = []
+    stop = threading.Event()
+    idle = threading.Thread(target=probe, args=(settings, probe_service, stop, idle_delays))
+    idle.start()
+    time.sleep(5)
+    stop.set()
+    idle.join()
+
+    sent = mp.Value("q", 0)
+    per_sender_rate = args.rate / args.senders if args.rate else 0.0
+    procs = [
+        mp.Process(
+            target=sender,
+            args=(settings.collector.otlp_http_port, service, args.duration, per_sender_rate, sent),
+        )
+        for _ in range(args.senders)
+    ]
+    load_delays: list[float] = []
+    stop = threading.Event()
+    loaded = threading.Thread(target=probe, args=(settings, probe_service, stop, load_delays))
+    start = time.time()
+    for proc in procs:
+        proc.start()
+    loaded.start()
+    for proc in procs:
+        proc.join()
+    stop.set()
+    loaded.join()
+
+    # Wait until ingestion settles, then measure the ingest window from ClickHouse's own clock.
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() - stable_since < 5:
+        count = ch.query(
+            "SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service}
+        )
+        count = count.result_rows[0][0]
+        if count != last:
+            last, stable_since = count, time.monotonic()
+        time.sleep(1)
+    first, last_ingest = ch.query(
+        "SELECT toUnixTimestamp64Milli(min(ingested_at)), toUnixTimestamp64Milli(max(ingested_at)) "
+        "FROM agent_events WHERE service = {s:String}",
+        parameters={"s": service},
+    ).result_rows[0]
+    window = max((last_ingest / 1000) - start, 1e-9)
+    rows = [
+        ("senders / duration", f"{args.senders} / {args.duration:.0f} s"),
+        ("spans accepted by the Collector", f"{sent.value:,}"),
+        ("offered rate (accepted spans/s)", f"{sent.value / args.duration:,.0f}"),
+        ("spans in agent_events", f"{last:,}"),
+        ("lost (accepted − stored)", f"{sent.value - last:,}"),
+        ("sustained end to end (stored spans/s)", f"{last / window:,.0f}"),
+        (
+            "emit → queryable, idle p50 / p95 (s)",
+            f"{percentile(idle_delays, 50):.2f} / {percentile(idle_delays, 95):.2f} (n={len(idle_delays)})",
+        ),
+        (
+            "emit → queryable, under load p50 / p95 (s)",
+            f"{percentile(load_delays, 50):.2f} / {percentile(load_delays, 95):.2f} (n={len(load_delays)})",
+        ),
+        ("machine", f"{os.cpu_count()} cores, all components on it"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"| {'measure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
+    for key, value in rows:
+        print(f"| {key:<{width}} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
