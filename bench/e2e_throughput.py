@@ -110,13 +110,7 @@ def probe(settings: Settings, service: str, stop: threading.Event, delays: list[
     while not stop.is_set():
         emitted = time.time_ns()
         body = build_payload(service, 1, 1, end_ns=emitted)
-        trace_hex = (
-            ExportTraceServiceRequest.FromString(body)
-            .resource_spans[0]
-            .scope_spans[0]
-            .spans[0]
-            .trace_id.hex()
-        )
+        trace_hex = ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
         conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
         conn.getresponse().read()
         deadline = time.monotonic() + 60
@@ -134,18 +128,14 @@ def probe(settings: Settings, service: str, stop: threading.Event, delays: list[
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
-    return (
-        statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
-    )
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     parser.add_argument("--senders", type=int, default=2, help="sender processes")
-    parser.add_argument(
-        "--rate", type=float, default=0.0, help="offered spans/s in total (0 = as fast as accepted)"
-    )
+    parser.add_argument("--rate", type=float, default=0.0, help="offered spans/s in total (0 = as fast as accepted)")
     args = parser.parse_args()
     settings = Settings.from_env()
     ch = clickhouse.client(settings.clickhouse)
@@ -184,9 +174,7 @@ def main() -> None:
     # Wait until ingestion settles, then measure the ingest window from ClickHouse's own clock.
     last, stable_since = -1, time.monotonic()
     while time.monotonic() - stable_since < 5:
-        count = ch.query(
-            "SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service}
-        )
+        count = ch.query("SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service})
         count = count.result_rows[0][0]
         if count != last:
             last, stable_since = count, time.monotonic()

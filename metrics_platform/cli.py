@@ -22,6 +22,18 @@ def main() -> None:
 
 
 @main.command()
+def install() -> None:
+    """Fetch Kafka's jars and build the Collector (cached); start nothing."""
+    from metrics_platform.stack import platform
+    from metrics_platform.stack.process import StackError
+
+    try:
+        platform.install(_settings(), report=click.echo)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
 def up() -> None:
     """Install (cached) and start Kafka, ClickHouse and the Collector; apply migrations."""
     from metrics_platform.stack import platform

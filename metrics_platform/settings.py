@@ -31,6 +31,16 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{PREFIX}{name}={raw!r} is not an integer") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{PREFIX}{name}={raw!r} is not a number") from None
+
+
 @dataclass(frozen=True)
 class ClickHouseSettings:
     """How to reach ClickHouse; ``embedded`` means this platform starts the server itself."""
@@ -83,6 +93,19 @@ class CollectorSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """Thresholds of the lag and SLO sensors."""
+
+    webhook_url: str = field(repr=False)
+    lag_threshold: int
+    lag_for_seconds: int
+    slo_error_rate: float
+    slo_long_window_min: int
+    slo_short_window_min: int
+    slo_min_calls: int
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable about one platform instance."""
 
@@ -94,6 +117,9 @@ class Settings:
     retention_days: int
     kafka_num_consumers: int
     kafka_flush_interval_ms: int
+    history_dir: Path
+    history_start_date: str
+    alerting: AlertSettings
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -115,6 +141,18 @@ class Settings:
             # One consumer per topic suits a 2-core node; raise it up to the partition count.
             kafka_num_consumers=_env_int("KAFKA_NUM_CONSUMERS", 1),
             kafka_flush_interval_ms=_env_int("KAFKA_FLUSH_INTERVAL_MS", 1000),
+            history_dir=Path(_env("HISTORY_DIR", str(PROJECT_ROOT / "data" / "history"))).resolve(),
+            # First day the replay asset offers as a partition.
+            history_start_date=_env("HISTORY_START_DATE", "2026-01-01"),
+            alerting=AlertSettings(
+                webhook_url=_env("ALERT_WEBHOOK_URL", ""),
+                lag_threshold=_env_int("LAG_ALERT_THRESHOLD", 10_000),
+                lag_for_seconds=_env_int("LAG_ALERT_FOR_SECONDS", 120),
+                slo_error_rate=_env_float("SLO_ERROR_RATE", 0.02),
+                slo_long_window_min=_env_int("SLO_LONG_WINDOW_MINUTES", 15),
+                slo_short_window_min=_env_int("SLO_SHORT_WINDOW_MINUTES", 5),
+                slo_min_calls=_env_int("SLO_MIN_CALLS", 20),
+            ),
         )
 
     @property

@@ -59,20 +59,32 @@ def test_malformed_messages_go_to_dead_letters_and_later_ones_still_arrive(stack
     event_positions = produce(stack.kafka, events_topic, [*bad_events, good_event])
 
     count = wait_for(
-        lambda: ch.query("SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service})
-        .result_rows[0][0] >= 2 or None,
-        60, "the good span and the good event",
+        lambda: (
+            ch.query(
+                "SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service}
+            ).result_rows[0][0]
+            >= 2
+            or None
+        ),
+        60,
+        "the good span and the good event",
     )
     assert count
-    span_dlq = wait_for(lambda: len(d := _dead_letters(ch, spans_topic, positions)) == 3 and d, 60,
-                        "3 dead letters from the spans topic")
+    span_dlq = wait_for(
+        lambda: len(d := _dead_letters(ch, spans_topic, positions)) == 3 and d,
+        60,
+        "3 dead letters from the spans topic",
+    )
     assert span_dlq[positions[0]][0] == "payload is not valid JSON"
     assert span_dlq[positions[1]][0].startswith("no spans in payload")
     # The unmappable span inside an otherwise good message is kept too, at that message's offset.
     assert span_dlq[positions[2]][0] == "span traceId is not 32 hex characters"
 
-    event_dlq = wait_for(lambda: len(d := _dead_letters(ch, events_topic, event_positions[:3])) == 3 and d, 60,
-                         "3 dead letters from the events topic")
+    event_dlq = wait_for(
+        lambda: len(d := _dead_letters(ch, events_topic, event_positions[:3])) == 3 and d,
+        60,
+        "3 dead letters from the events topic",
+    )
     assert event_dlq[event_positions[0]][0] == "payload is not a JSON object"
     assert event_dlq[event_positions[1]][0].startswith("ts is missing")
     error, payload = event_dlq[event_positions[2]]

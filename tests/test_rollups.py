@@ -54,9 +54,14 @@ def test_rollup_matches_raw_when_a_minute_arrives_in_many_blocks(stack, ch):
         produce(stack.kafka, stack.kafka.events_topic, events[start : start + 600])
         time.sleep(1.2)
     wait_for(
-        lambda: ch.query("SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service})
-        .result_rows[0][0] == len(events),
-        60, "all events",
+        lambda: (
+            ch.query(
+                "SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service}
+            ).result_rows[0][0]
+            == len(events)
+        ),
+        60,
+        "all events",
     )
     blocks = ch.query(
         "SELECT count() FROM agent_metrics_1m_state WHERE service = {s:String}", parameters={"s": service}
@@ -67,8 +72,24 @@ def test_rollup_matches_raw_when_a_minute_arrives_in_many_blocks(stack, ch):
 
     rows = ch.query(RAW_VS_ROLLUP, parameters={"s": service}).result_rows
     assert len(rows) == groups
-    for ts_min, agent, model, calls, raw_calls, errors, raw_errors, tokens, raw_tokens, cost, raw_cost, \
-            p95, p95_exact, p50, p50_exact, error_rate in rows:
+    for (
+        ts_min,
+        agent,
+        model,
+        calls,
+        raw_calls,
+        errors,
+        raw_errors,
+        tokens,
+        raw_tokens,
+        cost,
+        raw_cost,
+        p95,
+        p95_exact,
+        p50,
+        p50_exact,
+        error_rate,
+    ) in rows:
         key = (ts_min, agent, model)
         assert (calls, errors, tokens, cost) == (raw_calls, raw_errors, raw_tokens, raw_cost), key
         assert error_rate == raw_errors / raw_calls, key

@@ -13,7 +13,13 @@ def test_clickhouse_url_selects_an_external_server(monkeypatch):
     monkeypatch.setenv("CLICKHOUSE_URL", "https://reader:s3cret@ch.internal:8443/metrics")
     ch = Settings.from_env().clickhouse
     assert (ch.host, ch.http_port, ch.user, ch.password, ch.database, ch.secure, ch.embedded) == (
-        "ch.internal", 8443, "reader", "s3cret", "metrics", True, False
+        "ch.internal",
+        8443,
+        "reader",
+        "s3cret",
+        "metrics",
+        True,
+        False,
     )
     assert "s3cret" not in repr(ch)
 

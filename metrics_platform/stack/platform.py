@@ -12,6 +12,14 @@ from metrics_platform.stack import clickhouse_embedded, collector, kafka_broker
 Report = Callable[[str], None]
 
 
+def install(settings: Settings, report: Report = print) -> None:
+    """Fetch Kafka's jars and build the Collector, unless cached; nothing is started."""
+    report("Kafka: fetching the broker's jars with Maven (cached after the first run)")
+    report(f"  {kafka_broker.install(settings)}")
+    report("Collector: building from Go modules (cached after the first run; ~2-4 min cold)")
+    report(f"  {collector.build(settings)}")
+
+
 def up(settings: Settings, report: Report = print) -> None:
     """Install what is missing, start every embedded component, apply migrations.
 

@@ -1,0 +1,24 @@
+"""The Dagster code location: every asset, check, job, schedule and sensor of the platform.
+
+Load with ``dagster dev -w workspace.yaml`` or ``dg``. Each ``defs`` submodule holds one
+domain; this file only merges them and binds the shared resources.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from metrics_platform.defs import health, kafka, lag, replay, resources, retention, rollups, run_failures, schema, slo
+
+defs = dg.Definitions.merge(
+    schema.defs,
+    kafka.defs,
+    replay.defs,
+    rollups.defs,
+    retention.defs,
+    lag.defs,
+    slo.defs,
+    health.defs,
+    run_failures.defs,
+    dg.Definitions(resources=resources.resources()),
+)

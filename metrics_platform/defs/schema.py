@@ -1,0 +1,57 @@
+"""Schema migrations as assets: one per ``sql/NNNN_*.sql`` file, applied by the CLI's runner."""
+
+import dagster as dg
+
+from metrics_platform import migrations
+from metrics_platform.defs.resources import ClickHouseResource, PlatformSettings
+
+GROUP = "schema"
+
+
+def _migration_asset(migration: migrations.Migration, previous: dg.AssetKey | None) -> dg.AssetsDefinition:
+    key = dg.AssetKey(["schema", f"{migration.version:04d}_{migration.name}"])
+
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        deps=[previous] if previous else [],
+        pool="clickhouse",
+        description=(
+            f"ClickHouse migration `{migration.path.name}`. Materializing applies it and every earlier "
+            "pending migration through the same runner as `metrics-platform migrate` (idempotent; "
+            "refuses if an applied file was edited)."
+        ),
+        metadata={"file": migration.path.name, "ddl": dg.MetadataValue.md(f"```sql\n{migration.template}\n```")},
+        kinds={"clickhouse", "sql"},
+    )
+    def apply(
+        context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, platform: PlatformSettings
+    ) -> dg.MaterializeResult:
+        ch = clickhouse.get_client()
+        upto = [m for m in migrations.discover() if m.version <= migration.version]
+        applied = migrations.migrate(ch, platform.get(), upto)
+        for m in applied:
+            context.log.info(f"applied {m.path.name}")
+        versions = [f"{s.migration.version:04d}" for s in migrations.status(ch) if s.applied]
+        return dg.MaterializeResult(
+            metadata={
+                "applied_now": [m.path.name for m in applied],
+                "applied_versions": versions,
+                "checksum": migration.checksum,
+            }
+        )
+
+    return apply
+
+
+def build_defs() -> dg.Definitions:
+    assets: list[dg.AssetsDefinition] = []
+    previous: dg.AssetKey | None = None
+    for migration in migrations.discover():
+        asset = _migration_asset(migration, previous)
+        assets.append(asset)
+        previous = asset.key
+    return dg.Definitions(assets=assets)
+
+
+defs = build_defs()
