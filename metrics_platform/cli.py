@@ -51,6 +51,7 @@ def up() -> None:
         f"  query ClickHouse at  {settings.clickhouse.url}  (tables agent_events, agent_metrics_1m, dead_letters)\n"
         f"  Kafka                {settings.kafka.bootstrap_servers}  (topics {settings.kafka.spans_topic}, "
         f"{settings.kafka.events_topic})\n"
+        f"  Dagster UI           http://127.0.0.1:{settings.dagster_port}  (assets, backfills, checks, sensors)\n"
         f"  logs                 {settings.log_dir}\n"
         "  stop with            metrics-platform down"
     )
@@ -71,7 +72,7 @@ def status() -> None:
 
     rows = platform.status(_settings())
     for row in rows:
-        click.echo(f"{row.name:<11} {'up  ' if row.running else 'DOWN'}  {row.detail}")
+        click.echo(f"{row.name:<15} {'up  ' if row.running else 'DOWN'}  {row.detail}")
     sys.exit(0 if all(r.running for r in rows) else 3)
 
 

@@ -120,6 +120,7 @@ class Settings:
     history_dir: Path
     history_start_date: str
     alerting: AlertSettings
+    dagster_port: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -144,6 +145,7 @@ class Settings:
             history_dir=Path(_env("HISTORY_DIR", str(PROJECT_ROOT / "data" / "history"))).resolve(),
             # First day the replay asset offers as a partition.
             history_start_date=_env("HISTORY_START_DATE", "2026-01-01"),
+            dagster_port=_env_int("DAGSTER_PORT", 3000),
             alerting=AlertSettings(
                 webhook_url=_env("ALERT_WEBHOOK_URL", ""),
                 lag_threshold=_env_int("LAG_ALERT_THRESHOLD", 10_000),

@@ -50,7 +50,7 @@ def stack(settings) -> Iterator[object]:
 
     platform.down(settings, report=lambda _: None)  # leftovers of an interrupted session
     shutil.rmtree(settings.state_dir, ignore_errors=True)
-    platform.up(settings, report=lambda _: None)
+    platform.up(settings, report=lambda _: None, with_dagster=False)
     yield settings
     platform.down(settings, report=lambda _: None)
 
@@ -62,3 +62,21 @@ def ch(stack):
     client = clickhouse.client(stack.clickhouse)
     yield client
     client.close()
+
+
+@pytest.fixture()
+def alert_receiver():
+    from tests.alert_receiver import AlertReceiver
+
+    receiver = AlertReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture()
+def dagster_resources(stack, alert_receiver):
+    """The code location's resources, with alerts going to the loopback receiver."""
+    from metrics_platform.defs import resources
+    from metrics_platform.defs.resources import AlertsResource
+
+    return {**resources.resources(), "alerts": AlertsResource(webhook_url=alert_receiver.url)}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from metrics_platform import clickhouse, kafka_clients, migrations
 from metrics_platform.settings import Settings
-from metrics_platform.stack import clickhouse_embedded, collector, kafka_broker
+from metrics_platform.stack import clickhouse_embedded, collector, dagster_services, kafka_broker
 
 Report = Callable[[str], None]
 
@@ -20,7 +20,7 @@ def install(settings: Settings, report: Report = print) -> None:
     report(f"  {collector.build(settings)}")
 
 
-def up(settings: Settings, report: Report = print) -> None:
+def up(settings: Settings, report: Report = print, with_dagster: bool = True) -> None:
     """Install what is missing, start every embedded component, apply migrations.
 
     Components configured as external (CLICKHOUSE_URL/HOST, METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS)
@@ -41,11 +41,15 @@ def up(settings: Settings, report: Report = print) -> None:
     report(f"  applied {len(applied)} migration(s)" if applied else "  schema up to date")
     report("Collector: building (cached after the first run) and starting")
     collector.start(settings)
+    if with_dagster:
+        report(f"Dagster: starting the webserver (http://127.0.0.1:{settings.dagster_port}) and the daemon")
+        dagster_services.start(settings)
 
 
 def down(settings: Settings, report: Report = print) -> None:
     """Stop what ``up`` started, upstream first so nothing in flight is dropped."""
     for name, stop in (
+        ("Dagster", dagster_services.stop),
         ("Collector", collector.stop),
         ("ClickHouse", clickhouse_embedded.stop),
         ("Kafka", kafka_broker.stop),
@@ -95,4 +99,10 @@ def status(settings: Settings) -> list[ComponentStatus]:
         else "stopped"
     )
     rows.append(ComponentStatus("otelcol", pid is not None and col_ok, detail))
+    pid = dagster_services.webserver(settings).pid()
+    ui_ok = dagster_services.healthy(settings)
+    detail = f"pid {pid}, http://127.0.0.1:{settings.dagster_port}, {'healthy' if ui_ok else 'not answering'}"
+    rows.append(ComponentStatus("dagster-ui", pid is not None and ui_ok, detail if pid else "stopped"))
+    pid = dagster_services.daemon(settings).pid()
+    rows.append(ComponentStatus("dagster-daemon", pid is not None, f"pid {pid}" if pid else "stopped"))
     return rows

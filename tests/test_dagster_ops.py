@@ -1,0 +1,215 @@
+"""Operating the platform from Dagster, against the real stack: replays, audits, sensors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import orjson
+
+from metrics_platform.defs.lag import build_consumer_lag_sensor
+from metrics_platform.defs.replay import historical_replay
+from metrics_platform.defs.rollups import agent_metrics_1m, rollup_matches_raw
+from metrics_platform.defs.slo import build_slo_burn_sensor
+from tests.helpers import flat_event, produce, wait_for
+
+
+def _count(ch, service: str, table: str = "agent_events", expr: str = "count()") -> int:
+    query = f"SELECT {expr} FROM {table} WHERE service = {{s:String}}"
+    return int(ch.query(query, parameters={"s": service}).result_rows[0][0] or 0)
+
+
+def test_definitions_load():
+    from metrics_platform.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    assert {"consumer_lag_sensor", "slo_burn_sensor", "run_failure_alert", "pipeline_health_sensor"} <= {
+        s.name for s in repo.sensor_defs
+    }
+    assert repo.has_job("repair_rollup") and repo.has_job("rollup_audit")
+
+
+def _write_history(directory, day: date, service: str):
+    base = datetime(day.year, day.month, day.day, 9, tzinfo=UTC)
+    events = [
+        flat_event(service, ts=(base + timedelta(seconds=i)).isoformat().replace("+00:00", "Z"), latency_ms=50 + i)
+        for i in range(250)
+    ]
+    gz_lines = [orjson.dumps(e) for e in events[:200]]
+    gz_lines.insert(10, b"{not json")
+    gz_lines.insert(20, orjson.dumps({**events[0], "span_id": "abcd"}))
+    gz_lines.append(orjson.dumps(flat_event(service, ts="2020-01-01T00:00:00Z")))
+    gz_lines.append(orjson.dumps(events[5]))  # the same span twice
+    with gzip.open(directory / f"{day}.jsonl.gz", "wb") as out:
+        out.write(b"\n".join(gz_lines) + b"\n")
+    (directory / f"{day}.jsonl").write_bytes(b"\n".join(orjson.dumps(e) for e in events[200:]) + b"\n\n")
+    return events
+
+
+def test_replay_lands_valid_events_once_and_keeps_rejects(stack, ch, dagster_resources, tmp_path):
+    service = f"replay-{uuid.uuid4().hex[:8]}"
+    day = date.today() - timedelta(days=3)
+    events = _write_history(tmp_path, day, service)
+    # Part of the day was already ingested (e.g. live, before an outage).
+    produce(stack.kafka, stack.kafka.events_topic, events[:100])
+    wait_for(lambda: _count(ch, service) == 100, 60, "the first 100 events")
+
+    run_config = {"ops": {"historical_replay": {"config": {"history_dir": str(tmp_path)}}}}
+    result = dg.materialize(
+        [historical_replay], resources=dagster_resources, partition_key=str(day), run_config=run_config
+    )
+    assert result.success
+    meta = result.asset_materializations_for_node("historical_replay")[0].metadata
+    assert {k: meta[k].value for k in ("lines", "valid", "rejected", "already_stored", "produced")} == {
+        "lines": 254,
+        "valid": 250,
+        "rejected": 4,
+        "already_stored": 100,
+        "produced": 150,
+    }
+    assert "appears twice" in meta["reject_samples"].value
+    wait_for(lambda: _count(ch, service) == 250, 60, "all 250 valid events")
+
+    rejects = ch.query(
+        "SELECT source_topic, offset, error FROM dead_letters WHERE source_topic = {t:String} ORDER BY offset",
+        parameters={"t": f"replay:{day}.jsonl.gz"},
+    ).result_rows
+    assert [line for _, line, _ in rejects][-4:] == [11, 21, 203, 204]
+    errors = [error for _, _, error in rejects][-4:]
+    assert errors[0].startswith("not JSON") and errors[1].startswith("span_id")
+    assert f"is outside {day}" in errors[2]
+    assert errors[3] == f"span {events[5]['span_id']} of trace {events[5]['trace_id']} appears twice in the history"
+
+    totals_before = (_count(ch, service), _count(ch, service, "agent_metrics_1m", "sum(calls)"))
+    again = dg.materialize(
+        [historical_replay], resources=dagster_resources, partition_key=str(day), run_config=run_config
+    )
+    meta = again.asset_materializations_for_node("historical_replay")[0].metadata
+    assert (meta["produced"].value, meta["already_stored"].value) == (0, 250)
+    totals_after = (_count(ch, service), _count(ch, service, "agent_metrics_1m", "sum(calls)"))
+    assert totals_before == totals_after == (250, 250)
+    audit_rows = ch.query(
+        "SELECT produced FROM replay_audit WHERE day = {d:Date} ORDER BY finished_at", parameters={"d": day}
+    ).result_rows
+    assert [r[0] for r in audit_rows][-2:] == [150, 0]
+
+
+def test_rollup_audit_fails_after_tampering_and_passes_after_repair(stack, ch, dagster_resources):
+    service = f"audit-{uuid.uuid4().hex[:8]}"
+    start = datetime.now(UTC).replace(hour=3, minute=0, second=0, microsecond=0, tzinfo=None) - timedelta(days=2)
+    events = [
+        flat_event(
+            service,
+            ts=(start + timedelta(seconds=7 * i)).isoformat() + "Z",
+            latency_ms=10 + i % 300,
+            status="error" if i % 17 == 0 else "ok",
+        )
+        for i in range(400)
+    ]
+    produce(stack.kafka, stack.kafka.events_topic, events)
+    wait_for(lambda: _count(ch, service) == 400, 60, "the audit's events")
+    window = {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()}
+    check_config = {"ops": {"agent_metrics_1m_rollup_matches_raw": {"config": window}}}
+
+    def run_check() -> dg.AssetCheckEvaluation:
+        result = dg.materialize(
+            [agent_metrics_1m, rollup_matches_raw],
+            resources=dagster_resources,
+            selection=dg.AssetSelection.checks(rollup_matches_raw),
+            run_config=check_config,
+        )
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    first = run_check()
+    assert first.passed, first.metadata
+    assert first.metadata["raw_calls"].value == 400
+
+    ch.command(
+        "ALTER TABLE agent_metrics_1m_state UPDATE calls = calls + 7 WHERE service = {s:String}",
+        parameters={"s": service},
+        settings={"mutations_sync": 2},
+    )
+    tampered = run_check()
+    assert not tampered.passed
+    assert tampered.metadata["mismatched_keys"].value >= 1
+    assert service in tampered.metadata["mismatches"].value
+
+    repair_config = {"ops": {"agent_metrics_1m": {"config": window}, **check_config["ops"]}}
+    repaired = dg.materialize(
+        [agent_metrics_1m, rollup_matches_raw], resources=dagster_resources, run_config=repair_config
+    )
+    assert repaired.success
+    (evaluation,) = repaired.get_asset_check_evaluations()
+    assert evaluation.passed, evaluation.metadata
+    assert run_check().passed
+    assert _count(ch, service, "agent_metrics_1m", "sum(calls)") == 400
+
+
+def _tick(sensor: dg.SensorDefinition, resources: dict, cursor: str | None):
+    context = dg.build_sensor_context(cursor=cursor, resources=resources)
+    result = sensor(context)
+    cursor = result.cursor if isinstance(result, dg.SensorResult) and result.cursor else context.cursor
+    return result, cursor
+
+
+def test_lag_sensor_alerts_when_clickhouse_stops_consuming_and_recovers(
+    stack, ch, dagster_resources, alert_receiver, monkeypatch
+):
+    monkeypatch.setenv("METRICS_PLATFORM_LAG_ALERT_THRESHOLD", "20")
+    monkeypatch.setenv("METRICS_PLATFORM_LAG_ALERT_FOR_SECONDS", "0")
+    sensor = build_consumer_lag_sensor()
+    group = f"{stack.kafka.consumer_group_prefix}_agent_events"
+    key = f"lag:{group}"
+    _, cursor = _tick(sensor, dagster_resources, None)
+    assert alert_receiver.about(key) == []
+
+    ch.command("DETACH TABLE kafka_agent_events")  # ClickHouse's consumer stops
+    try:
+        produce(stack.kafka, stack.kafka.events_topic, [flat_event("lag-test") for _ in range(100)])
+        result, cursor = _tick(sensor, dagster_resources, cursor)
+        observed = result.asset_events[0].metadata[f"lag.{group}"].value
+        assert observed >= 100
+        _, cursor = _tick(sensor, dagster_resources, cursor)  # still lagging: no second page
+    finally:
+        ch.command("ATTACH TABLE kafka_agent_events")
+    assert [m["kind"] for m in alert_receiver.about(key)] == ["alert"]
+    assert "behind" in alert_receiver.about(key)[0]["text"]
+
+    def recovered():
+        nonlocal cursor
+        _, cursor = _tick(sensor, dagster_resources, cursor)
+        return [m["kind"] for m in alert_receiver.about(key)] == ["alert", "recovery"]
+
+    wait_for(recovered, 90, "the recovery message")
+    assert json.loads(cursor)["alerting"] == []
+
+
+def test_slo_sensor_pages_on_an_error_burst_and_recovers(stack, ch, dagster_resources, alert_receiver):
+    service = f"slo-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC).replace(tzinfo=None)
+    recent = (now - timedelta(seconds=30)).isoformat() + "Z"
+    burst = [
+        flat_event(service, ts=recent, status="error" if i % 2 else "ok", agent="checkout", route="POST /pay")
+        for i in range(40)
+    ]
+    produce(stack.kafka, stack.kafka.events_topic, burst)
+    wait_for(lambda: _count(ch, service) == 40, 60, "the burst")
+    sensor = build_slo_burn_sensor()
+    key = f"slo:{service} / checkout / POST /pay"
+
+    _, cursor = _tick(sensor, dagster_resources, None)
+    _, cursor = _tick(sensor, dagster_resources, cursor)
+    assert [m["kind"] for m in alert_receiver.about(key)] == ["alert"]
+    assert "error rate 50.0%" in alert_receiver.about(key)[0]["text"]
+
+    healthy = [flat_event(service, ts=recent, agent="checkout", route="POST /pay") for _ in range(1000)]
+    produce(stack.kafka, stack.kafka.events_topic, healthy)
+    wait_for(lambda: _count(ch, service) == 1040, 60, "the healthy traffic")
+    _, cursor = _tick(sensor, dagster_resources, cursor)
+    assert [m["kind"] for m in alert_receiver.about(key)] == ["alert", "recovery"]
+    assert json.loads(cursor) == []
