@@ -120,6 +120,26 @@ def demo(rate: float, duration: float, seed: int | None, endpoint: str | None) -
     click.echo(str(stats))
 
 
+@main.command("sample-history")
+@click.option("--days", default=7, show_default=True, help="How many days, ending yesterday (UTC).")
+@click.option("--events-per-day", default=20_000, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(), default=None, help="Default: METRICS_PLATFORM_HISTORY_DIR.")
+def sample_history(days: int, events_per_day: int, out_dir: str | None) -> None:
+    """Write sample YYYY-MM-DD.jsonl.gz history files to try replays (a few lines are broken on purpose)."""
+    from datetime import UTC, datetime, timedelta
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from metrics_platform.history_sample import write_day
+
+    directory = Path(out_dir) if out_dir else _settings().history_dir
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    for offset in tqdm(range(days, 0, -1), unit="day"):
+        write_day(directory, yesterday - timedelta(days=offset - 1), events_per_day)
+    click.echo(f"wrote {days} day(s) of history to {directory}")
+
+
 @main.command()
 def summary() -> None:
     """What has landed in ClickHouse so far, and where to look next."""
