@@ -140,6 +140,81 @@ def sample_history(days: int, events_per_day: int, out_dir: str | None) -> None:
     click.echo(f"wrote {days} day(s) of history to {directory}")
 
 
+def _window(start: str, end: str):
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(start), datetime.fromisoformat(end)
+    except ValueError as exc:
+        raise click.UsageError(f"--start/--end must be ISO times (UTC), e.g. 2026-11-27T08:00: {exc}") from exc
+
+
+@main.command()
+@click.argument("days", nargs=-1, required=True)
+@click.option("--history-dir", type=click.Path(exists=True, file_okay=False), default=None)
+def replay(days: tuple[str, ...], history_dir: str | None) -> None:
+    """Replay history days (YYYY-MM-DD ...) into Kafka without double-counting (as the Dagster asset)."""
+    from datetime import date
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from metrics_platform import clickhouse
+    from metrics_platform import replay as replays
+
+    settings = _settings()
+    ch = clickhouse.client(settings.clickhouse)
+    directory = Path(history_dir) if history_dir else settings.history_dir
+    for text in days:
+        day = date.fromisoformat(text)
+        with tqdm(unit="event", desc=str(day)) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            report = replays.replay_day(day, directory, settings, ch, run_id="cli", progress=progress)
+        click.echo(
+            f"{day}: {report.lines:,} lines, {report.valid:,} valid, {report.rejected:,} rejected, "
+            f"{report.already_stored:,} already stored, {report.produced:,} produced"
+        )
+        for reject in report.rejects[:5]:
+            click.echo(f"  {reject.file}:{reject.line}: {reject.reason}")
+
+
+@main.command()
+@click.option("--start", required=True, help="Window start, ISO time (UTC).")
+@click.option("--end", required=True, help="Window end, ISO time (UTC).")
+@click.option("--repair", is_flag=True, help="Rebuild the window from raw events first.")
+def audit(start: str, end: str, repair: bool) -> None:
+    """Compare the per-minute rollup with raw events for a window (and optionally repair it)."""
+    from metrics_platform import clickhouse, rollup_audit
+
+    window = _window(start, end)
+    ch = clickhouse.client(_settings().clickhouse)
+    if repair:
+        click.echo(f"rebuilt {rollup_audit.rebuild(ch, *window):,} rollup rows")
+    result = rollup_audit.audit(ch, *window)
+    click.echo(f"{result.groups:,} groups, {result.raw_calls:,} raw calls, {len(result.mismatches)} mismatch(es)")
+    for m in result.mismatches[:20]:
+        click.echo(f"  {m.key} {m.field}: rollup {m.rollup} vs raw {m.raw}")
+    sys.exit(0 if result.passed else 1)
+
+
+@main.command()
+def lag() -> None:
+    """Consumer lag of ClickHouse's Kafka consumer groups, per partition."""
+    from metrics_platform import kafka_lag
+
+    settings = _settings()
+    for group, topic in kafka_lag.clickhouse_groups(settings.kafka).items():
+        for p in kafka_lag.group_lag(settings.kafka, group, topic):
+            click.echo(
+                f"{group:<28} {topic}[{p.partition}] "
+                f"committed {p.committed:>10} end {p.high_watermark:>10} lag {p.lag:>8}"
+            )
+
+
 @main.command()
 def summary() -> None:
     """What has landed in ClickHouse so far, and where to look next."""

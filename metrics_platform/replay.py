@@ -145,12 +145,7 @@ def replay_day(
     if not files:
         return report
     events = read_day(files, day, report)
-    if report.rejects:
-        ch.insert(
-            "dead_letters_incoming",
-            [[f"replay:{r.file}", 0, r.line, r.reason, r.raw] for r in report.rejects],
-            ["source_topic", "partition", "offset", "error", "payload"],
-        )
+    _keep_rejects(ch, report.rejects)
     wait_for_consumer(settings, lag_timeout_s)
     already = stored_keys(ch, day)
     pending = [record for key, record in events.items() if key not in already]
@@ -173,6 +168,26 @@ def replay_day(
         ["day", "run_id", "files", "lines", "valid", "rejected", "already_stored", "produced"],
     )
     return report
+
+
+def _keep_rejects(ch: Client, rejects: list[Reject]) -> None:
+    """Store rejects as dead letters, once: a re-run does not repeat lines already kept."""
+    if not rejects:
+        return
+    sources = sorted({f"replay:{r.file}" for r in rejects})
+    kept = set(
+        ch.query(
+            "SELECT source_topic, offset FROM dead_letters WHERE source_topic IN {s:Array(String)}",
+            parameters={"s": sources},
+        ).result_rows
+    )
+    new = [r for r in rejects if (f"replay:{r.file}", r.line) not in kept]
+    if new:
+        ch.insert(
+            "dead_letters_incoming",
+            [[f"replay:{r.file}", 0, r.line, r.reason, r.raw] for r in new],
+            ["source_topic", "partition", "offset", "error", "payload"],
+        )
 
 
 def _produce(settings: Settings, records: list[dict], progress: Callable[[int, int], None] | None) -> int:

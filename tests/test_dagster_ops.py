@@ -92,6 +92,10 @@ def test_replay_lands_valid_events_once_and_keeps_rejects(stack, ch, dagster_res
     assert (meta["produced"].value, meta["already_stored"].value) == (0, 250)
     totals_after = (_count(ch, service), _count(ch, service, "agent_metrics_1m", "sum(calls)"))
     assert totals_before == totals_after == (250, 250)
+    kept = ch.query(
+        "SELECT count() FROM dead_letters WHERE source_topic = {t:String}", parameters={"t": f"replay:{day}.jsonl.gz"}
+    ).result_rows[0][0]
+    assert kept == 4, "a re-run must not store the same rejects again"
     audit_rows = ch.query(
         "SELECT produced FROM replay_audit WHERE day = {d:Date} ORDER BY finished_at", parameters={"d": day}
     ).result_rows
