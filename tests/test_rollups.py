@@ -50,22 +50,27 @@ def test_rollup_matches_raw_when_a_minute_arrives_in_many_blocks(stack, ch):
         )
     # Several produce rounds, separated by more than the engine's flush interval, so every minute
     # reaches the rollup in several insert blocks: the case the original SummingMergeTree got wrong.
-    for start in range(0, len(events), 600):
-        produce(stack.kafka, stack.kafka.events_topic, events[start : start + 600])
-        time.sleep(1.2)
-    wait_for(
-        lambda: (
-            ch.query(
-                "SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service}
-            ).result_rows[0][0]
-            == len(events)
-        ),
-        60,
-        "all events",
-    )
-    blocks = ch.query(
-        "SELECT count() FROM agent_metrics_1m_state WHERE service = {s:String}", parameters={"s": service}
-    ).result_rows[0][0]
+    # Merges are paused meanwhile so the blocks can be counted before they are combined.
+    ch.command("SYSTEM STOP MERGES agent_metrics_1m_state")
+    try:
+        for start in range(0, len(events), 600):
+            produce(stack.kafka, stack.kafka.events_topic, events[start : start + 600])
+            time.sleep(1.2)
+        wait_for(
+            lambda: (
+                ch.query(
+                    "SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service}
+                ).result_rows[0][0]
+                == len(events)
+            ),
+            60,
+            "all events",
+        )
+        blocks = ch.query(
+            "SELECT count() FROM agent_metrics_1m_state WHERE service = {s:String}", parameters={"s": service}
+        ).result_rows[0][0]
+    finally:
+        ch.command("SYSTEM START MERGES agent_metrics_1m_state")
     groups = 3 * 2 * 2
     assert blocks > groups, "the test must spread each minute over several blocks"
     ch.command("OPTIMIZE TABLE agent_metrics_1m_state FINAL")
