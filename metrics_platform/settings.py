@@ -10,35 +10,30 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 from metrics_platform.paths import PROJECT_ROOT
 
 PREFIX = "METRICS_PLATFORM_"
+N = TypeVar("N", int, float)
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(PREFIX + name, default)
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_number(name: str, default: N) -> N:
+    """A numeric variable, parsed as the default's type; a bad value names the variable."""
     raw = os.environ.get(PREFIX + name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return type(default)(raw)
     except ValueError:
-        raise ValueError(f"{PREFIX}{name}={raw!r} is not an integer") from None
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(PREFIX + name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{PREFIX}{name}={raw!r} is not a number") from None
+        raise ValueError(
+            f"{PREFIX}{name}={raw!r} is not {'an integer' if isinstance(default, int) else 'a number'}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -133,27 +128,27 @@ class Settings:
             clickhouse=_clickhouse_from_env(),
             kafka=_kafka_from_env(),
             collector=CollectorSettings(
-                otlp_grpc_port=_env_int("OTLP_GRPC_PORT", 4317),
-                otlp_http_port=_env_int("OTLP_HTTP_PORT", 4318),
-                health_port=_env_int("COLLECTOR_HEALTH_PORT", 13133),
-                metrics_port=_env_int("COLLECTOR_METRICS_PORT", 8888),
+                otlp_grpc_port=_env_number("OTLP_GRPC_PORT", 4317),
+                otlp_http_port=_env_number("OTLP_HTTP_PORT", 4318),
+                health_port=_env_number("COLLECTOR_HEALTH_PORT", 13133),
+                metrics_port=_env_number("COLLECTOR_METRICS_PORT", 8888),
             ),
-            retention_days=_env_int("RETENTION_DAYS", 90),
+            retention_days=_env_number("RETENTION_DAYS", 90),
             # One consumer per topic suits a 2-core node; raise it up to the partition count.
-            kafka_num_consumers=_env_int("KAFKA_NUM_CONSUMERS", 1),
-            kafka_flush_interval_ms=_env_int("KAFKA_FLUSH_INTERVAL_MS", 1000),
+            kafka_num_consumers=_env_number("KAFKA_NUM_CONSUMERS", 1),
+            kafka_flush_interval_ms=_env_number("KAFKA_FLUSH_INTERVAL_MS", 1000),
             history_dir=Path(_env("HISTORY_DIR", str(PROJECT_ROOT / "data" / "history"))).resolve(),
             # First day the replay asset offers as a partition.
             history_start_date=_env("HISTORY_START_DATE", "2026-01-01"),
-            dagster_port=_env_int("DAGSTER_PORT", 3000),
+            dagster_port=_env_number("DAGSTER_PORT", 3000),
             alerting=AlertSettings(
                 webhook_url=_env("ALERT_WEBHOOK_URL", ""),
-                lag_threshold=_env_int("LAG_ALERT_THRESHOLD", 10_000),
-                lag_for_seconds=_env_int("LAG_ALERT_FOR_SECONDS", 120),
-                slo_error_rate=_env_float("SLO_ERROR_RATE", 0.02),
-                slo_long_window_min=_env_int("SLO_LONG_WINDOW_MINUTES", 15),
-                slo_short_window_min=_env_int("SLO_SHORT_WINDOW_MINUTES", 5),
-                slo_min_calls=_env_int("SLO_MIN_CALLS", 20),
+                lag_threshold=_env_number("LAG_ALERT_THRESHOLD", 10_000),
+                lag_for_seconds=_env_number("LAG_ALERT_FOR_SECONDS", 120),
+                slo_error_rate=_env_number("SLO_ERROR_RATE", 0.02),
+                slo_long_window_min=_env_number("SLO_LONG_WINDOW_MINUTES", 15),
+                slo_short_window_min=_env_number("SLO_SHORT_WINDOW_MINUTES", 5),
+                slo_min_calls=_env_number("SLO_MIN_CALLS", 20),
             ),
         )
 
@@ -193,7 +188,7 @@ def _clickhouse_from_env() -> ClickHouseSettings:
         return ClickHouseSettings(
             host=parsed.hostname,
             http_port=parsed.port or (8443 if secure else 8123),
-            tcp_port=_env_int("CLICKHOUSE_TCP_PORT", 9000),
+            tcp_port=_env_number("CLICKHOUSE_TCP_PORT", 9000),
             user=parsed.username or os.environ.get("CLICKHOUSE_USER", "default"),
             password=parsed.password or os.environ.get("CLICKHOUSE_PASSWORD", ""),
             database=parsed.path.strip("/") or os.environ.get("CLICKHOUSE_DATABASE", "default"),
@@ -203,8 +198,8 @@ def _clickhouse_from_env() -> ClickHouseSettings:
     host = os.environ.get("CLICKHOUSE_HOST", "")
     return ClickHouseSettings(
         host=host or "127.0.0.1",
-        http_port=int(os.environ.get("CLICKHOUSE_PORT", "") or _env_int("CLICKHOUSE_HTTP_PORT", 8123)),
-        tcp_port=_env_int("CLICKHOUSE_TCP_PORT", 9000),
+        http_port=int(os.environ.get("CLICKHOUSE_PORT", "") or _env_number("CLICKHOUSE_HTTP_PORT", 8123)),
+        tcp_port=_env_number("CLICKHOUSE_TCP_PORT", 9000),
         user=os.environ.get("CLICKHOUSE_USER", "default"),
         password=os.environ.get("CLICKHOUSE_PASSWORD", ""),
         database=os.environ.get("CLICKHOUSE_DATABASE", "default"),
@@ -216,7 +211,7 @@ def _clickhouse_from_env() -> ClickHouseSettings:
 
 def _kafka_from_env() -> KafkaSettings:
     external = os.environ.get(PREFIX + "KAFKA_BOOTSTRAP_SERVERS", "")
-    port = _env_int("KAFKA_PORT", 9092)
+    port = _env_number("KAFKA_PORT", 9092)
     bootstrap = external or f"127.0.0.1:{port}"
     props = {
         key[len(PREFIX + "KAFKA_PROP_") :].lower().replace("_", "."): value
@@ -226,12 +221,12 @@ def _kafka_from_env() -> KafkaSettings:
     return KafkaSettings(
         bootstrap_servers=bootstrap,
         clickhouse_brokers=_env("CLICKHOUSE_KAFKA_BROKERS", bootstrap),
-        controller_port=_env_int("KAFKA_CONTROLLER_PORT", 9093),
+        controller_port=_env_number("KAFKA_CONTROLLER_PORT", 9093),
         embedded=not external,
         spans_topic=_env("SPANS_TOPIC", "otel_spans_v1"),
         events_topic=_env("EVENTS_TOPIC", "agent_events_v1"),
-        partitions=_env_int("KAFKA_PARTITIONS", 3),
-        retention_hours=_env_int("KAFKA_RETENTION_HOURS", 48),
+        partitions=_env_number("KAFKA_PARTITIONS", 3),
+        retention_hours=_env_number("KAFKA_RETENTION_HOURS", 48),
         consumer_group_prefix=_env("KAFKA_CONSUMER_GROUP_PREFIX", "clickhouse"),
         client_properties=props,
     )
