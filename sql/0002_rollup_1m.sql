@@ -42,13 +42,20 @@ GROUP BY ts_min, service, env, agent, route, model, provider;
 CREATE VIEW IF NOT EXISTS agent_metrics_1m AS
 SELECT
     ts_min, service, env, agent, model, provider, route,
-    sum(calls) AS calls,
-    sum(errors) AS errors,
-    quantilesTDigestMerge(0.5, 0.95)(latency_q) AS latency_quantiles,
+    calls, errors,
     round(latency_quantiles[1], 1) AS p50_ms,
     round(latency_quantiles[2], 1) AS p95_ms,
     errors / calls AS error_rate,
-    sum(tokens_prompt) + sum(tokens_completion) AS tokens_total,
-    sum(cost_usd) AS cost_usd
-FROM agent_metrics_1m_state
-GROUP BY ts_min, service, env, agent, model, provider, route;
+    tokens_total, cost_usd
+FROM
+(
+    SELECT
+        ts_min, service, env, agent, model, provider, route,
+        sum(calls) AS calls,
+        sum(errors) AS errors,
+        quantilesTDigestMerge(0.5, 0.95)(latency_q) AS latency_quantiles,
+        sum(tokens_prompt) + sum(tokens_completion) AS tokens_total,
+        sum(cost_usd) AS cost_usd
+    FROM agent_metrics_1m_state
+    GROUP BY ts_min, service, env, agent, model, provider, route
+);
