@@ -122,7 +122,7 @@ class Settings:
         """Read all settings from ``METRICS_PLATFORM_*`` (and ``CLICKHOUSE_*``) variables."""
         state_dir = Path(_env("STATE_DIR", str(PROJECT_ROOT / ".state"))).resolve()
         cache_dir = Path(_env("CACHE_DIR", str(PROJECT_ROOT / ".cache"))).resolve()
-        return cls(
+        settings = cls(
             state_dir=state_dir,
             cache_dir=cache_dir,
             clickhouse=_clickhouse_from_env(),
@@ -151,6 +151,13 @@ class Settings:
                 slo_min_calls=_env_number("SLO_MIN_CALLS", 20),
             ),
         )
+        # Consumers beyond the partition count sit idle (the original design ran 4 on 3 partitions).
+        if settings.kafka_num_consumers > settings.kafka.partitions:
+            raise ValueError(
+                f"{PREFIX}KAFKA_NUM_CONSUMERS={settings.kafka_num_consumers} exceeds "
+                f"{PREFIX}KAFKA_PARTITIONS={settings.kafka.partitions}: the extra consumers would get no partition"
+            )
+        return settings
 
     @property
     def log_dir(self) -> Path:

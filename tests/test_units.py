@@ -34,6 +34,13 @@ def test_bad_clickhouse_url_and_port_are_reported(monkeypatch):
         Settings.from_env()
 
 
+def test_more_consumers_than_partitions_is_refused(monkeypatch):
+    monkeypatch.setenv("METRICS_PLATFORM_KAFKA_PARTITIONS", "3")
+    monkeypatch.setenv("METRICS_PLATFORM_KAFKA_NUM_CONSUMERS", "4")
+    with pytest.raises(ValueError, match="exceeds"):
+        Settings.from_env()
+
+
 def test_external_kafka_and_client_properties(monkeypatch):
     monkeypatch.setenv("METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS", "k1:9093,k2:9093")
     monkeypatch.setenv("METRICS_PLATFORM_KAFKA_PROP_SECURITY_PROTOCOL", "SASL_SSL")

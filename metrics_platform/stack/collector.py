@@ -75,7 +75,8 @@ def environment(settings: Settings) -> dict[str, str]:
         "METRICS_PLATFORM_OTLP_HTTP_PORT": str(c.otlp_http_port),
         "METRICS_PLATFORM_COLLECTOR_HEALTH_PORT": str(c.health_port),
         "METRICS_PLATFORM_COLLECTOR_METRICS_PORT": str(c.metrics_port),
-        "METRICS_PLATFORM_KAFKA_BOOTSTRAP": settings.kafka.bootstrap_servers,
+        # A YAML flow list: the Collector parses a whole-value env reference as YAML.
+        "METRICS_PLATFORM_KAFKA_BROKERS": "[" + ", ".join(settings.kafka.bootstrap_servers.split(",")) + "]",
         "METRICS_PLATFORM_OTEL_SPANS_TOPIC": settings.kafka.spans_topic,
         "METRICS_PLATFORM_PII_SALT": settings.pii_salt(),
     }
