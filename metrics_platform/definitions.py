@@ -8,7 +8,20 @@ from __future__ import annotations
 
 import dagster as dg
 
-from metrics_platform.defs import health, kafka, lag, replay, resources, retention, rollups, run_failures, schema, slo
+from metrics_platform.defs import (
+    drift,
+    enrichment,
+    health,
+    kafka,
+    lag,
+    replay,
+    resources,
+    retention,
+    rollups,
+    run_failures,
+    schema,
+    slo,
+)
 
 defs = dg.Definitions.merge(
     schema.defs,
@@ -16,6 +29,8 @@ defs = dg.Definitions.merge(
     replay.defs,
     rollups.defs,
     retention.defs,
+    enrichment.defs,
+    drift.defs,
     lag.defs,
     slo.defs,
     health.defs,

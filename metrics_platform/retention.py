@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 
 # Table → the column its TTL is based on.
-RETAINED_TABLES = {"agent_events": "ts", "agent_metrics_1m_state": "ts_min", "dead_letters": "received_at"}
+RETAINED_TABLES = {
+    "agent_events": "ts",
+    "agent_metrics_1m_state": "ts_min",
+    "dead_letters": "received_at",
+    "cost_by_account_daily": "day",
+    "model_drift_daily": "day",
+}
 _TTL_RE = re.compile(r"\bTTL\b.*?(?:toIntervalDay\((\d+)\)|INTERVAL\s+(\d+)\s+DAY)", re.IGNORECASE | re.DOTALL)
 
 

@@ -58,10 +58,12 @@ ENGINE = Null;
 CREATE MATERIALIZED VIEW IF NOT EXISTS mv_otel_spans_map TO otel_spans_mapped AS
 WITH
     -- OTLP attribute values are one-key objects ({"stringValue": ..}, {"intValue": "42"}, ...):
-    -- keep strings unquoted and everything else as its JSON text.
-    (kv -> if(JSONType(JSONExtractRaw(kv, 'value'), 1) = 'String',
-              JSONExtractString(JSONExtractRaw(kv, 'value'), 1),
-              JSONExtractRaw(JSONExtractRaw(kv, 'value'), 1))) AS otlp_value,
+    -- keep strings unquoted, scalars as their JSON text, and arrays ({"arrayValue": {"values":
+    -- [...]}}) as a plain JSON array of their elements, e.g. ["stop","content_filter"].
+    (v -> if(JSONType(v, 1) = 'String', JSONExtractString(v, 1), JSONExtractRaw(v, 1))) AS otlp_scalar,
+    (kv -> if(JSONHas(JSONExtractRaw(kv, 'value'), 'arrayValue'),
+              toJSONString(arrayMap(otlp_scalar, JSONExtractArrayRaw(JSONExtractRaw(kv, 'value'), 'arrayValue', 'values'))),
+              otlp_scalar(JSONExtractRaw(kv, 'value')))) AS otlp_value,
     (kvs -> mapFromArrays(arrayMap(kv -> JSONExtractString(kv, 'key'), kvs), arrayMap(otlp_value, kvs))) AS to_map,
     to_map(JSONExtractArrayRaw(sp, 'attributes')) AS span_attrs,
     to_map(JSONExtractArrayRaw(rs, 'resource', 'attributes')) AS resource_attrs,
