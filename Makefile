@@ -34,6 +34,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check metrics_platform tests bench
+	$(BIN)/dg check defs
 	$(BIN)/metrics-platform install
 	$(BIN)/python -m pytest
 
