@@ -26,7 +26,7 @@ from datetime import date, timedelta
 
 from clickhouse_connect.driver.client import Client
 
-from metrics_platform.enrichment import replace_day_partitions
+from metrics_platform.table_swap import replace_day_partitions
 
 GENERATION_OPERATIONS = ("chat", "text_completion", "generate_content")
 

@@ -1,4 +1,4 @@
--- Enrichment: reference data loaded from files or URLs (metrics_platform/enrichment.py) and the
+-- Enrichment: reference data loaded from files or URLs (metrics_platform/enrichment/) and the
 -- cost-by-account rollup that uses it.
 --
 -- billing_accounts and feature_flags are replaced as a whole on every load: the loader fills a

@@ -15,7 +15,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from metrics_platform import enrichment
 from metrics_platform.defs import resources
 from metrics_platform.defs.enrichment import (
     billing_accounts,
@@ -23,6 +22,14 @@ from metrics_platform.defs.enrichment import (
     cost_by_account_daily,
     feature_flags,
 )
+from metrics_platform.enrichment.billing import (
+    BILLING_ACCOUNTS_ENV,
+    parse_billing_accounts,
+    sample_billing_accounts,
+    user_hash,
+)
+from metrics_platform.enrichment.flags import parse_feature_flags
+from metrics_platform.enrichment.sources import SAMPLE_DIR, SourceError, display_source, read_source
 from tests.helpers import flat_event, produce, trace_id, wait_for
 
 SALT = "test-salt-not-secret"  # METRICS_PLATFORM_PII_SALT of the test stack (tests/conftest.py)
@@ -30,7 +37,7 @@ HEADER = "user_id_hash,account_id,account_name,plan"
 
 
 def h(user: str) -> str:
-    return enrichment.user_hash(SALT, user)
+    return user_hash(SALT, user)
 
 
 def _meta(result: dg.ExecuteInProcessResult, node: str) -> dict[str, object]:
@@ -88,7 +95,7 @@ def test_bad_csv_rows_are_rejected_with_line_and_reason_and_good_rows_kept():
             f"{h('f').upper()},acct-3,Initech,free,x",  # upper-case hex is normalised
         ]
     )
-    parsed = enrichment.parse_billing_accounts("accounts.csv", text, "csv")
+    parsed = parse_billing_accounts("accounts.csv", text, "csv")
     assert [(a.user_id_hash, a.account_id, a.account_name, a.plan) for a in parsed.rows] == [
         (h("a"), "acct-1", "Acme", "enterprise"),
         (h("b"), "acct-1", "acct-1", "pro"),
@@ -106,16 +113,16 @@ def test_bad_csv_rows_are_rejected_with_line_and_reason_and_good_rows_kept():
 
 
 def test_unusable_sources_fail_naming_the_source(tmp_path: Path):
-    with pytest.raises(enrichment.SourceError, match=r"nowhere\.csv: cannot read the file"):
-        enrichment.read_source(str(tmp_path / "nowhere.csv"))
-    with pytest.raises(enrichment.SourceError, match=r"a\.csv: line 1: the CSV header lacks account_id, plan"):
-        enrichment.parse_billing_accounts("a.csv", "user_id_hash,name\nx,y\n", "csv")
-    with pytest.raises(enrichment.SourceError, match=r"a\.json: invalid JSON at line 2, column 1"):
-        enrichment.parse_billing_accounts("a.json", "[\n}", "json")
-    with pytest.raises(enrichment.SourceError, match="an array under 'billing_accounts' or 'accounts'"):
-        enrichment.parse_billing_accounts("a.json", '{"users": []}', "json")
-    with pytest.raises(enrichment.SourceError, match="unsupported source"):
-        enrichment.read_source("ftp://example.com/a.csv")
+    with pytest.raises(SourceError, match=r"nowhere\.csv: cannot read the file"):
+        read_source(str(tmp_path / "nowhere.csv"))
+    with pytest.raises(SourceError, match=r"a\.csv: line 1: the CSV header lacks account_id, plan"):
+        parse_billing_accounts("a.csv", "user_id_hash,name\nx,y\n", "csv")
+    with pytest.raises(SourceError, match=r"a\.json: invalid JSON at line 2, column 1"):
+        parse_billing_accounts("a.json", "[\n}", "json")
+    with pytest.raises(SourceError, match="an array under 'billing_accounts' or 'accounts'"):
+        parse_billing_accounts("a.json", '{"users": []}', "json")
+    with pytest.raises(SourceError, match="unsupported source"):
+        read_source("ftp://example.com/a.csv")
 
     jsonl = tmp_path / "flags.data"  # no telling extension: the content decides
     jsonl.write_text(
@@ -124,9 +131,9 @@ def test_unusable_sources_fail_naming_the_source(tmp_path: Path):
         '{"scope": "team", "target": "t", "flag": "y", "enabled": true}\n'
         '{"scope": "route", "target": "GET /", "flag": "z", "variant": "b"}\n'
     )
-    text, fmt = enrichment.read_source(str(jsonl))
+    text, fmt = read_source(str(jsonl))
     assert fmt == "jsonl"
-    parsed = enrichment.parse_feature_flags(str(jsonl), text, fmt)
+    parsed = parse_feature_flags(str(jsonl), text, fmt)
     assert [(f.scope, f.target, f.flag, f.enabled, f.variant) for f in parsed.rows] == [
         ("agent", "router", "x", True, ""),
         ("route", "GET /", "z", True, "b"),
@@ -135,16 +142,16 @@ def test_unusable_sources_fail_naming_the_source(tmp_path: Path):
     assert parsed.rejects[0].reason.startswith("not valid JSON")
     assert parsed.rejects[1].reason == "scope must be 'agent' or 'route', got 'team'"
 
-    assert enrichment.display_source("https://bob:s3cret@example.com/a.csv?token=abc") == (
+    assert display_source("https://bob:s3cret@example.com/a.csv?token=abc") == (
         "https://bob@example.com/a.csv?<redacted>"
     )
 
 
 def test_sample_billing_accounts_are_deterministic_and_hash_like_the_collector(tmp_path: Path):
-    first = enrichment.sample_billing_accounts(SALT, tmp_path / "one.csv")
-    second = enrichment.sample_billing_accounts(SALT, tmp_path / "two.csv")
+    first = sample_billing_accounts(SALT, tmp_path / "one.csv")
+    second = sample_billing_accounts(SALT, tmp_path / "two.csv")
     assert first.read_text() == second.read_text()
-    parsed = enrichment.parse_billing_accounts(str(first), *enrichment.read_source(str(first)))
+    parsed = parse_billing_accounts(str(first), *read_source(str(first)))
     assert not parsed.rejects
     by_hash = {a.user_id_hash: a for a in parsed.rows}
     # What the Collector writes for user u-10000 (tests/test_otlp_ingest.py checks the Collector side).
@@ -152,7 +159,7 @@ def test_sample_billing_accounts_are_deterministic_and_hash_like_the_collector(t
     assert len(parsed.rows) == 1950  # one user in forty has no account
     assert len({a.account_id for a in parsed.rows}) == 30
     assert {a.plan for a in parsed.rows} == {"free", "pro", "enterprise"}
-    other_salt = enrichment.sample_billing_accounts("another-salt", tmp_path / "three.csv")
+    other_salt = sample_billing_accounts("another-salt", tmp_path / "three.csv")
     assert h("u-10000") not in other_salt.read_text()
 
 
@@ -263,7 +270,7 @@ def test_json_over_http_and_json_file_sources_load(stack, ch, tmp_path: Path, ht
     # The shipped sample loads without a configured source.
     result = dg.materialize([feature_flags], resources=resources.resources())
     meta = _meta(result, "feature_flags")
-    assert meta["source"] == str(enrichment.SAMPLE_DIR / "feature_flags.json")
+    assert meta["source"] == str(SAMPLE_DIR / "feature_flags.json")
     assert meta["rows_loaded"] > 0 and meta["rows_rejected"] == 0
 
 
@@ -362,8 +369,8 @@ def test_demo_traffic_is_attributed_with_the_generated_sample_accounts(stack, ch
     """What `make up` shows: demo traffic through the Collector, priced per generated sample account."""
     from metrics_platform.demo import DEPLOYMENTS, run_demo
 
-    monkeypatch.delenv(enrichment.BILLING_ACCOUNTS_ENV, raising=False)
-    assert not (enrichment.SAMPLE_DIR / "billing_accounts.csv").exists(), "a shipped file would win over the sample"
+    monkeypatch.delenv(BILLING_ACCOUNTS_ENV, raising=False)
+    assert not (SAMPLE_DIR / "billing_accounts.csv").exists(), "a shipped file would win over the sample"
     services = sorted({d.service for d in DEPLOYMENTS})
     # A run's root span starts before the run (the demo lays steps out backwards from "now").
     since = datetime.now(UTC) - timedelta(minutes=2)

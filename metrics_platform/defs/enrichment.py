@@ -8,8 +8,16 @@ from decimal import Decimal
 
 import dagster as dg
 
-from metrics_platform import enrichment
 from metrics_platform.defs.resources import ClickHouseResource, PlatformSettings
+from metrics_platform.enrichment.billing import default_billing_accounts_source, load_billing_accounts, plan_summary
+from metrics_platform.enrichment.cost import refresh_cost_by_account, top_accounts, unassigned_cost
+from metrics_platform.enrichment.flags import (
+    default_feature_flags_source,
+    flag_targets_without_traffic,
+    load_feature_flags,
+)
+from metrics_platform.enrichment.loads import LoadReport
+from metrics_platform.enrichment.sources import DEFAULT_TIMEOUT_S, SourceError
 
 GROUP = "enrichment"
 BILLING = dg.AssetKey("billing_accounts")
@@ -26,7 +34,7 @@ class SourceConfig(dg.Config):
     source: str | None = None
     """File path (CSV, JSON, JSON Lines) or http(s) URL. Default: the dataset's
     METRICS_PLATFORM_*_SOURCE variable, else its sample (see the asset's description)."""
-    timeout_seconds: float = enrichment.DEFAULT_TIMEOUT_S
+    timeout_seconds: float = DEFAULT_TIMEOUT_S
     """Limit for downloading a URL source, start to end."""
     allow_empty: bool = False
     """Replace the table even if the source has no valid row (otherwise the load fails and the
@@ -62,7 +70,7 @@ def _as_failure() -> Iterator[None]:
     # (which names the source and line) without a Python traceback.
     try:
         yield
-    except enrichment.SourceError as exc:
+    except SourceError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
@@ -70,7 +78,7 @@ def _run_id(context: dg.AssetExecutionContext) -> str:
     return context.run.run_id if context.run else uuid.uuid4().hex
 
 
-def _rejects_md(report: enrichment.LoadReport) -> dg.MetadataValue:
+def _rejects_md(report: LoadReport) -> dg.MetadataValue:
     if not report.rejects:
         return dg.MetadataValue.md("no rejects")
     lines = [f"| {r.location} | {r.reason.replace('|', '/')[:200]} |" for r in report.rejects[:MAX_REJECTS_SHOWN]]
@@ -79,7 +87,7 @@ def _rejects_md(report: enrichment.LoadReport) -> dg.MetadataValue:
     return dg.MetadataValue.md("| where | reason |\n|---|---|\n" + "\n".join(lines) + tail)
 
 
-def _load_result(report: enrichment.LoadReport, extra: dict[str, dg.MetadataValue]) -> dg.MaterializeResult:
+def _load_result(report: LoadReport, extra: dict[str, dg.MetadataValue]) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
             "source": report.source,
@@ -129,13 +137,13 @@ def billing_accounts(
     """
     settings = platform.get()
     ch = clickhouse.get_client()
-    source = config.source or enrichment.default_billing_accounts_source(settings.state_dir, settings.pii_salt())
+    source = config.source or default_billing_accounts_source(settings.state_dir, settings.pii_salt())
     with _as_failure():
-        report = enrichment.load_billing_accounts(
+        report = load_billing_accounts(
             ch, source, timeout_s=config.timeout_seconds, run_id=_run_id(context), allow_empty=config.allow_empty
         )
     context.log.info(f"{report.source}: loaded {report.loaded:,} accounts, rejected {len(report.rejects):,}")
-    plans = enrichment.plan_summary(ch)
+    plans = plan_summary(ch)
     return _load_result(
         report,
         {
@@ -171,13 +179,13 @@ def feature_flags(
     Metadata lists flag targets without traffic in the last 7 days (usually typos).
     """
     ch = clickhouse.get_client()
-    source = config.source or enrichment.default_feature_flags_source()
+    source = config.source or default_feature_flags_source()
     with _as_failure():
-        report = enrichment.load_feature_flags(
+        report = load_feature_flags(
             ch, source, timeout_s=config.timeout_seconds, run_id=_run_id(context), allow_empty=config.allow_empty
         )
     context.log.info(f"{report.source}: loaded {report.loaded:,} flags, rejected {len(report.rejects):,}")
-    idle = enrichment.flag_targets_without_traffic(ch)
+    idle = flag_targets_without_traffic(ch)
     return _load_result(
         report,
         {"targets_without_traffic_7d": dg.MetadataValue.json([f"{scope}:{target}" for scope, target in idle])},
@@ -203,8 +211,8 @@ def cost_by_account_daily(
     """
     ch = clickhouse.get_client()
     days = config.day_list()
-    totals = enrichment.refresh_cost_by_account(ch, days)
-    top = enrichment.top_accounts(ch, days[0], days[-1], TOP_ACCOUNTS_SHOWN)
+    totals = refresh_cost_by_account(ch, days)
+    top = top_accounts(ch, days[0], days[-1], TOP_ACCOUNTS_SHOWN)
     cost = sum((t.cost_usd for t in totals), start=Decimal(0))
     unassigned = sum((t.unassigned_cost_usd for t in totals), start=Decimal(0))
     context.log.info(f"recomputed {len(days)} day(s) {days[0]}..{days[-1]}: ${cost:.2f}, ${unassigned:.2f} unassigned")
@@ -246,7 +254,7 @@ def cost_attributed_to_accounts(config: CostShareConfig, clickhouse: ClickHouseR
     `max_unassigned_share` (default 10 %) of the cost over the window (default the last 3 days).
     """
     days = config.day_list()
-    total, unassigned = enrichment.unassigned_cost(clickhouse.get_client(), days[0], days[-1])
+    total, unassigned = unassigned_cost(clickhouse.get_client(), days[0], days[-1])
     share = float(unassigned / total) if total else 0.0
     return dg.AssetCheckResult(
         passed=share <= config.max_unassigned_share,
