@@ -133,10 +133,11 @@ def sample_history(days: int, events_per_day: int, out_dir: str | None) -> None:
 
     from metrics_platform.history_sample import write_day
 
-    directory = Path(out_dir) if out_dir else _settings().history_dir
+    settings = _settings()
+    directory = Path(out_dir) if out_dir else settings.history_dir
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     for offset in tqdm(range(days, 0, -1), unit="day"):
-        write_day(directory, yesterday - timedelta(days=offset - 1), events_per_day)
+        write_day(directory, yesterday - timedelta(days=offset - 1), events_per_day, settings.pii_salt())
     click.echo(f"wrote {days} day(s) of history to {directory}")
 
 

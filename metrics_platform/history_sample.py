@@ -16,12 +16,13 @@ from pathlib import Path
 import orjson
 
 from metrics_platform.demo import DEPLOYMENTS, LLM_ERRORS, MODELS, PRICE_PER_1M_USD
+from metrics_platform.enrichment.billing import DEMO_USER_IDS, user_hash
 
 # One in this many lines is deliberately broken, to show what the replay does with rejects.
 BAD_LINE_EVERY = 500
 
 
-def _event(rng: random.Random, ts: datetime) -> dict:
+def _event(rng: random.Random, ts: datetime, user_hashes: list[str]) -> dict:
     deployment = rng.choices(DEPLOYMENTS, weights=[d.weight for d in DEPLOYMENTS])[0]
     model = rng.choice(deployment.models)
     provider = MODELS[model][0]
@@ -40,6 +41,7 @@ def _event(rng: random.Random, ts: datetime) -> dict:
         "model": model,
         "provider": provider,
         "route": rng.choice(deployment.routes),
+        "user_id_hash": rng.choice(user_hashes),
         "status": "error" if failed else "ok",
         "error_type": rng.choice(LLM_ERRORS) if failed else "",
         "latency_ms": round(rng.lognormvariate(6.4, 0.7) * MODELS[model][2], 1),
@@ -50,17 +52,22 @@ def _event(rng: random.Random, ts: datetime) -> dict:
     }
 
 
-def write_day(directory: Path, day: date, events: int, seed: int | None = None) -> Path:
-    """Write ``events`` lines (about 1 in 500 broken) for ``day``; returns the file's path."""
+def write_day(directory: Path, day: date, events: int, salt: str, seed: int | None = None) -> Path:
+    """Write ``events`` lines (about 1 in 500 broken) for ``day``; returns the file's path.
+
+    Users are the demo's, hashed with ``salt`` as the Collector would, so history joins the same
+    billing accounts as live traffic.
+    """
     rng = random.Random(seed if seed is not None else day.toordinal())
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{day.isoformat()}.jsonl.gz"
+    user_hashes = [user_hash(salt, user_id) for user_id in DEMO_USER_IDS]
     with gzip.open(path, "wb") as out:
         for i in range(events):
             if i % BAD_LINE_EVERY == BAD_LINE_EVERY - 1:
                 out.write(b'{"ts": "not a time", "service": ""}\n')
                 continue
             ts = start + timedelta(seconds=rng.uniform(0, 86_399.9))
-            out.write(orjson.dumps(_event(rng, ts)) + b"\n")
+            out.write(orjson.dumps(_event(rng, ts, user_hashes)) + b"\n")
     return path

@@ -84,3 +84,18 @@ def test_contract_validation(fields, reason):
 
 def test_contract_rejects_non_objects():
     assert contract.validate([1, 2]) == "not a JSON object"
+
+
+def test_sample_history_follows_the_contract_except_its_deliberate_bad_lines(tmp_path):
+    from datetime import date
+
+    from metrics_platform import replay
+    from metrics_platform.history_sample import BAD_LINE_EVERY, write_day
+
+    day = date(2026, 11, 20)
+    path = write_day(tmp_path, day, 1000, salt="s")
+    report = replay.ReplayReport(day)
+    events = replay.read_day([path], day, report)
+    assert len(events) == 1000 - 1000 // BAD_LINE_EVERY
+    assert report.rejected == 1000 // BAD_LINE_EVERY
+    assert all(len(e["user_id_hash"]) == 64 for e in events.values())
