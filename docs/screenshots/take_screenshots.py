@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import NoSuchElementException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -20,6 +20,8 @@ OUT = Path(__file__).resolve().parent
 TARGETS: list[tuple[str, str, tuple[str, ...]]] = [
     ("asset-graph", "/asset-groups", ("aria:unfold_more",)),
     ("replay-backfill", "/overview/backfills", ()),
+    ("replay-partitions", "/assets/historical_replay?view=partitions", ()),
+    ("cost-by-account", "/assets/cost_by_account_daily", ()),
     ("audit-history", "/assets/agent_metrics_1m?view=checks", ("Execution history",)),
     ("pipeline-health", "/assets/pipeline_health?view=events", ()),
 ]
@@ -53,16 +55,23 @@ def shot(driver: webdriver.Chrome, url: str, name: str, wait_s: float = 6, click
     for text in clicks:
         # "aria:<label>" clicks every element with that aria-label (e.g. expand all asset groups).
         if text.startswith("aria:"):
-            # Each click re-renders the page, so look the elements up again every time.
-            for _ in range(20):
-                found = driver.find_elements(By.CSS_SELECTOR, f"[aria-label='{text[5:]}']")
-                if not found:
-                    break
-                found[0].click()
-                time.sleep(1.5)
-            # The graph fits itself to the window on load; the expanded state is remembered.
-            driver.refresh()
-            time.sleep(wait_s)
+            # Each click re-renders the page, so look the elements up again every time; groups
+            # laid out after a refresh may need another pass.
+            for _ in range(3):
+                for _ in range(20):
+                    found = [
+                        e for e in driver.find_elements(By.CSS_SELECTOR, f"[aria-label='{text[5:]}']") if e.is_displayed()
+                    ]
+                    if not found:
+                        break
+                    try:
+                        found[0].click()
+                    except WebDriverException:
+                        break
+                    time.sleep(1.5)
+                # The graph fits itself to the window on load; the expanded state is remembered.
+                driver.refresh()
+                time.sleep(wait_s)
             continue
         try:
             driver.find_element(By.XPATH, f"//*[normalize-space()='{text}']").click()
