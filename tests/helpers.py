@@ -57,6 +57,25 @@ def produce(settings: KafkaSettings, topic: str, payloads: Iterable[bytes | dict
     return [d for d in delivered if d is not None]
 
 
+def stored_count(ch, service: str) -> tuple[int, int]:
+    """Rows of ``service`` in agent_events, and the calls the per-minute rollup holds for it."""
+    raw, rolled = ch.query(
+        "SELECT (SELECT count() FROM agent_events WHERE service = {s:String}), "
+        "(SELECT sum(calls) FROM agent_metrics_1m_state WHERE service = {s:String})",
+        parameters={"s": service},
+    ).result_rows[0]
+    return int(raw), int(rolled or 0)
+
+
+def ingest(settings: KafkaSettings, ch, service: str, events: list[dict], expected: int | None = None) -> None:
+    """Produce flat events to the events topic and wait until ``service`` has ``expected`` rows
+    (default: as many as were sent) in agent_events *and* in the rollup, which the materialized
+    view writes just after the raw rows: a reader in between would see raw rows without them."""
+    produce(settings, settings.events_topic, events)
+    want = len(events) if expected is None else expected
+    wait_for(lambda: stored_count(ch, service) == (want, want), 60, f"{want} events of {service}")
+
+
 def flat_event(service: str, **fields: object) -> dict:
     """A valid flat-contract event for ``service``; keyword arguments override fields."""
     event: dict = {

@@ -14,7 +14,7 @@ from metrics_platform.defs.lag import build_consumer_lag_sensor
 from metrics_platform.defs.replay import historical_replay
 from metrics_platform.defs.rollups import agent_metrics_1m, rollup_matches_raw
 from metrics_platform.defs.slo import build_slo_burn_sensor
-from tests.helpers import flat_event, produce, wait_for
+from tests.helpers import flat_event, ingest, produce, stored_count, wait_for
 
 
 def _count(ch, service: str, table: str = "agent_events", expr: str = "count()") -> int:
@@ -55,8 +55,7 @@ def test_replay_lands_valid_events_once_and_keeps_rejects(stack, ch, dagster_res
     day = date.today() - timedelta(days=3)
     events = _write_history(tmp_path, day, service)
     # Part of the day was already ingested (e.g. live, before an outage).
-    produce(stack.kafka, stack.kafka.events_topic, events[:100])
-    wait_for(lambda: _count(ch, service) == 100, 60, "the first 100 events")
+    ingest(stack.kafka, ch, service, events[:100])
 
     run_config = {"ops": {"historical_replay": {"config": {"history_dir": str(tmp_path)}}}}
     result = dg.materialize(
@@ -72,7 +71,7 @@ def test_replay_lands_valid_events_once_and_keeps_rejects(stack, ch, dagster_res
         "produced": 150,
     }
     assert "appears twice" in meta["reject_samples"].value
-    wait_for(lambda: _count(ch, service) == 250, 60, "all 250 valid events")
+    wait_for(lambda: stored_count(ch, service) == (250, 250), 60, "all 250 valid events, raw and rolled up")
 
     rejects = ch.query(
         "SELECT source_topic, offset, error FROM dead_letters WHERE source_topic = {t:String} ORDER BY offset",
@@ -114,8 +113,7 @@ def test_rollup_audit_fails_after_tampering_and_passes_after_repair(stack, ch, d
         )
         for i in range(400)
     ]
-    produce(stack.kafka, stack.kafka.events_topic, events)
-    wait_for(lambda: _count(ch, service) == 400, 60, "the audit's events")
+    ingest(stack.kafka, ch, service, events)
     window = {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()}
     check_config = {"ops": {"agent_metrics_1m_rollup_matches_raw": {"config": window}}}
 
@@ -201,8 +199,7 @@ def test_slo_sensor_pages_on_an_error_burst_and_recovers(stack, ch, dagster_reso
         flat_event(service, ts=recent, status="error" if i % 2 else "ok", agent="checkout", route="POST /pay")
         for i in range(40)
     ]
-    produce(stack.kafka, stack.kafka.events_topic, burst)
-    wait_for(lambda: _count(ch, service) == 40, 60, "the burst")
+    ingest(stack.kafka, ch, service, burst)
     sensor = build_slo_burn_sensor()
     key = f"slo:{service} / checkout / POST /pay"
 
@@ -212,8 +209,7 @@ def test_slo_sensor_pages_on_an_error_burst_and_recovers(stack, ch, dagster_reso
     assert "error rate 50.0%" in alert_receiver.about(key)[0]["text"]
 
     healthy = [flat_event(service, ts=recent, agent="checkout", route="POST /pay") for _ in range(1000)]
-    produce(stack.kafka, stack.kafka.events_topic, healthy)
-    wait_for(lambda: _count(ch, service) == 1040, 60, "the healthy traffic")
+    ingest(stack.kafka, ch, service, healthy, expected=1040)
     _, cursor = _tick(sensor, dagster_resources, cursor)
     assert [m["kind"] for m in alert_receiver.about(key)] == ["alert", "recovery"]
     assert json.loads(cursor) == []

@@ -13,7 +13,7 @@ import pytest
 from metrics_platform import drift
 from metrics_platform.defs import resources
 from metrics_platform.defs.drift import daily_model_drift, model_drift_daily, model_drift_within_threshold
-from tests.helpers import flat_event, produce, wait_for
+from tests.helpers import flat_event, ingest, wait_for
 
 CHECK_OP = "model_drift_daily_model_drift_within_threshold"
 # model_drift_daily and cost_by_account_daily have no service column, so each test owns whole days
@@ -69,20 +69,6 @@ def _not_llm_calls(service: str, model: str, day: date) -> list[dict]:
         flat_event(service, ts=_at(day, 3), model="", name="agent_run", tokens_completion=0),
         flat_event(service, ts=_at(day, 4), model=model, tokens_completion=0, status="error", error_type="Timeout"),
     ]
-
-
-def _ingest(stack, ch, service: str, events: list[dict]) -> None:
-    produce(stack.kafka, stack.kafka.events_topic, events)
-    wait_for(
-        lambda: (
-            ch.query(
-                "SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service}
-            ).result_rows[0][0]
-            == len(events)
-        ),
-        60,
-        f"{len(events)} events of {service}",
-    )
 
 
 def _materialize(first: date, last: date, check: dict | None = None) -> dg.ExecuteInProcessResult:
@@ -152,7 +138,7 @@ def test_stable_models_pass_and_stats_match_raw_events(stack, ch):
     for day in days:
         events += _calls(service, model, day, 80, rng, refusals=1)
     events += _not_llm_calls(service, model, last)
-    _ingest(stack, ch, service, events)
+    ingest(stack.kafka, ch, service, events)
 
     result = _materialize(days[0], last)
     assert result.success
@@ -190,7 +176,7 @@ def test_a_length_or_refusal_spike_warns_naming_the_models(stack, ch):
         events += _calls(service, refusing, day, 80, rng, refusals=12 if spike else 1)
         events += _calls(service, steady, day, 80, rng, refusals=1)
     events += _calls(service, sparse, last, 10, rng, scale=5.0, refusals=5)  # too few calls to judge
-    _ingest(stack, ch, service, events)
+    ingest(stack.kafka, ch, service, events)
 
     result = _materialize(days[0], last)
     assert result.success  # a WARN check does not fail the run

@@ -30,7 +30,7 @@ from metrics_platform.enrichment.billing import (
 )
 from metrics_platform.enrichment.flags import parse_feature_flags
 from metrics_platform.enrichment.sources import SAMPLE_DIR, SourceError, display_source, read_source
-from tests.helpers import flat_event, produce, trace_id, wait_for
+from tests.helpers import flat_event, ingest, trace_id, wait_for
 
 SALT = "test-salt-not-secret"  # METRICS_PLATFORM_PII_SALT of the test stack (tests/conftest.py)
 HEADER = "user_id_hash,account_id,account_name,plan"
@@ -305,17 +305,7 @@ def test_cost_by_account_daily_attributes_cost_per_account(stack, ch, tmp_path: 
         event(None, 0.001, trace_id=orphan_trace),  # no user anywhere in its trace
         event("cat", 0.100, at=noon + timedelta(days=1)),  # the next day
     ]
-    produce(stack.kafka, stack.kafka.events_topic, events)
-    wait_for(
-        lambda: (
-            ch.query(
-                "SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service}
-            ).result_rows[0][0]
-            == len(events)
-        ),
-        60,
-        "the cost events",
-    )
+    ingest(stack.kafka, ch, service, events)
     accounts = tmp_path / "accounts.csv"
     accounts.write_text(f"{HEADER}\n{h('ann')},acct-1,Acme,enterprise\n{h('bob')},acct-1,Acme,enterprise\n")
     accounts.write_text(accounts.read_text() + f"{h('cat')},acct-2,Globex,pro\n")

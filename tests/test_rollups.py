@@ -6,7 +6,7 @@ import random
 import time
 import uuid
 
-from tests.helpers import flat_event, produce, wait_for
+from tests.helpers import flat_event, produce, stored_count, wait_for
 
 RAW_VS_ROLLUP = """
 SELECT
@@ -56,16 +56,7 @@ def test_rollup_matches_raw_when_a_minute_arrives_in_many_blocks(stack, ch):
         for start in range(0, len(events), 600):
             produce(stack.kafka, stack.kafka.events_topic, events[start : start + 600])
             time.sleep(1.2)
-        wait_for(
-            lambda: (
-                ch.query(
-                    "SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service}
-                ).result_rows[0][0]
-                == len(events)
-            ),
-            60,
-            "all events",
-        )
+        wait_for(lambda: stored_count(ch, service) == (len(events), len(events)), 60, "all events, raw and rolled up")
         blocks = ch.query(
             "SELECT count() FROM agent_metrics_1m_state WHERE service = {s:String}", parameters={"s": service}
         ).result_rows[0][0]

@@ -1,10 +1,11 @@
 """Model drift: daily output length and refusal rate per model, checked against the model's last week."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, timedelta
 
 import dagster as dg
 
 from metrics_platform import drift
+from metrics_platform.defs.days import DaysConfig
 from metrics_platform.defs.resources import ClickHouseResource
 
 GROUP = "model_drift"
@@ -13,22 +14,11 @@ SCHEMA = dg.AssetKey(["schema", "0007_model_drift"])
 CHECK_NAME = "model_drift_within_threshold"
 
 
-class DriftDaysConfig(dg.Config):
+class DriftDaysConfig(DaysConfig):
     """Whole UTC days to recompute, [start, end]. Default: today and the 7 days before it."""
 
-    start: str | None = None
-    """First day, YYYY-MM-DD; default end - days + 1."""
-    end: str | None = None
-    """Last day, YYYY-MM-DD; default today (UTC)."""
     days: int = 8
     """Default window length: the day the check looks at plus its 7-day baseline."""
-
-    def day_list(self) -> list[date]:
-        end = date.fromisoformat(self.end) if self.end else datetime.now(UTC).date()
-        start = date.fromisoformat(self.start) if self.start else end - timedelta(days=self.days - 1)
-        if start > end:
-            raise ValueError(f"empty window: start {start} is after end {end}")
-        return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 class DriftCheckConfig(dg.Config):

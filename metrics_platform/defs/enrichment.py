@@ -3,11 +3,11 @@
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import dagster as dg
 
+from metrics_platform.defs.days import DaysConfig
 from metrics_platform.defs.resources import ClickHouseResource, PlatformSettings
 from metrics_platform.enrichment.billing import default_billing_accounts_source, load_billing_accounts, plan_summary
 from metrics_platform.enrichment.cost import refresh_cost_by_account, top_accounts, unassigned_cost
@@ -39,23 +39,6 @@ class SourceConfig(dg.Config):
     allow_empty: bool = False
     """Replace the table even if the source has no valid row (otherwise the load fails and the
     current rows are kept, so a truncated export cannot wipe the mapping)."""
-
-
-class DaysConfig(dg.Config):
-    """Whole UTC days to recompute, [start, end]. Default: the last ``days`` days up to today."""
-
-    start: str | None = None
-    """First day, YYYY-MM-DD; default end - days + 1."""
-    end: str | None = None
-    """Last day, YYYY-MM-DD; default today (UTC), so the demo's traffic shows at once."""
-    days: int = 3
-
-    def day_list(self) -> list[date]:
-        end = date.fromisoformat(self.end) if self.end else datetime.now(UTC).date()
-        start = date.fromisoformat(self.start) if self.start else end - timedelta(days=self.days - 1)
-        if start > end:
-            raise ValueError(f"empty window: start {start} is after end {end}")
-        return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 class CostShareConfig(DaysConfig):

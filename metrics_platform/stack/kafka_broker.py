@@ -117,8 +117,8 @@ def start(settings: Settings, timeout_s: float = 90.0) -> None:
                 classpath,
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cluster_id,
+                # One argument: a random id may start with "-", which would read as an option.
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(properties),
             ],
