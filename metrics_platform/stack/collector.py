@@ -79,6 +79,7 @@ def environment(settings: Settings) -> dict[str, str]:
         "METRICS_PLATFORM_KAFKA_BROKERS": "[" + ", ".join(settings.kafka.bootstrap_servers.split(",")) + "]",
         "METRICS_PLATFORM_OTEL_SPANS_TOPIC": settings.kafka.spans_topic,
         "METRICS_PLATFORM_PII_SALT": settings.pii_salt(),
+        "METRICS_PLATFORM_COLLECTOR_STORAGE_DIR": str(settings.state_dir / "otelcol" / "queue"),
     }
 
 
