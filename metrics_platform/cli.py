@@ -217,6 +217,25 @@ def lag() -> None:
 
 
 @main.command()
+@click.argument("names", nargs=-1)
+@click.option("--rows", default=10, show_default=True, help="Rows to show per question.")
+def dashboard(names: tuple[str, ...], rows: int) -> None:
+    """Answer the saved dashboard questions in sql/dashboards (all, or the NAMES given)."""
+    from metrics_platform import clickhouse, dashboards
+
+    ch = clickhouse.client(_settings().clickhouse)
+    for name in names or tuple(dashboards.available()):
+        try:
+            answer = dashboards.run(ch, name)
+        except KeyError as exc:
+            raise click.UsageError(str(exc)) from exc
+        click.echo(f"\n{answer.title}  [{answer.name}, {answer.elapsed_ms:.0f} ms]")
+        click.echo("  " + " | ".join(answer.columns))
+        for row in answer.rows[:rows]:
+            click.echo("  " + " | ".join(str(value) for value in row))
+
+
+@main.command()
 def summary() -> None:
     """What has landed in ClickHouse so far, and where to look next."""
     import time

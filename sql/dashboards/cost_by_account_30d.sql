@@ -1,0 +1,8 @@
+-- Cost by customer (billing account), last 30 days; refresh with the cost_by_account_daily asset.
+SELECT account_name, plan, sum(calls) AS calls, round(sum(cost_usd), 2) AS cost_usd,
+       max(users) AS max_daily_users
+FROM cost_by_account_daily
+WHERE day >= today() - 30
+GROUP BY account_name, plan
+ORDER BY cost_usd DESC
+LIMIT 20
