@@ -186,20 +186,31 @@ def replay(days: tuple[str, ...], history_dir: str | None) -> None:
 @main.command()
 @click.option("--start", required=True, help="Window start, ISO time (UTC).")
 @click.option("--end", required=True, help="Window end, ISO time (UTC).")
+@click.option("--rollup", "names", multiple=True, help="Rollup(s) to check (default: all).")
 @click.option("--repair", is_flag=True, help="Rebuild the window from raw events first.")
-def audit(start: str, end: str, repair: bool) -> None:
-    """Compare the per-minute rollup with raw events for a window (and optionally repair it)."""
+def audit(start: str, end: str, names: tuple[str, ...], repair: bool) -> None:
+    """Compare rollups with raw events for a window (and optionally repair them); exit 1 on mismatch."""
     from metrics_platform import clickhouse, rollup_audit
+    from metrics_platform.rollups import ROLLUPS
 
     window = _window(start, end)
+    unknown = set(names) - set(ROLLUPS)
+    if unknown:
+        raise click.UsageError(f"unknown rollup(s) {sorted(unknown)}; known: {', '.join(ROLLUPS)}")
     ch = clickhouse.client(_settings().clickhouse)
-    if repair:
-        click.echo(f"rebuilt {rollup_audit.rebuild(ch, *window):,} rollup rows")
-    result = rollup_audit.audit(ch, *window)
-    click.echo(f"{result.groups:,} groups, {result.raw_calls:,} raw calls, {len(result.mismatches)} mismatch(es)")
-    for m in result.mismatches[:20]:
-        click.echo(f"  {m.key} {m.field}: rollup {m.rollup} vs raw {m.raw}")
-    sys.exit(0 if result.passed else 1)
+    passed = True
+    for name in names or tuple(ROLLUPS):
+        rollup = ROLLUPS[name]
+        if repair:
+            click.echo(f"{name}: rebuilt {rollup_audit.rebuild(ch, *window, rollup):,} rows")
+        result = rollup_audit.audit(ch, *window, rollup)
+        passed = passed and result.passed
+        click.echo(
+            f"{name}: {result.groups:,} groups, {result.raw_calls:,} raw calls, {len(result.mismatches)} mismatch(es)"
+        )
+        for m in result.mismatches[:20]:
+            click.echo(f"  {m.key} {m.field}: rollup {m.rollup} vs raw {m.raw}")
+    sys.exit(0 if passed else 1)
 
 
 @main.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -76,10 +77,17 @@ def ingest(settings: KafkaSettings, ch, service: str, events: list[dict], expect
     wait_for(lambda: stored_count(ch, service) == (want, want), 60, f"{want} events of {service}")
 
 
+def recent(minutes_ago: float = 10, offset_hours: int = 0) -> str:
+    """An RFC 3339 time a little in the past: fixed dates would fall out of the TTL one day."""
+    moment = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    zone = timezone(timedelta(hours=offset_hours))
+    return moment.astimezone(zone).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def flat_event(service: str, **fields: object) -> dict:
     """A valid flat-contract event for ``service``; keyword arguments override fields."""
     event: dict = {
-        "ts": "2026-11-27T10:00:00.000Z",
+        "ts": recent(),
         "trace_id": trace_id(),
         "span_id": span_id(),
         "service": service,

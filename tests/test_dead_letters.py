@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import orjson
 
 from metrics_platform.contract import validate
-from tests.helpers import flat_event, produce, span_id, trace_id, wait_for
+from tests.helpers import flat_event, produce, recent, span_id, trace_id, wait_for
 
 
 def _dead_letters(ch, topic: str, positions: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[str, str]]:
@@ -22,6 +23,7 @@ def _dead_letters(ch, topic: str, positions: list[tuple[int, int]]) -> dict[tupl
 def test_malformed_messages_go_to_dead_letters_and_later_ones_still_arrive(stack, ch):
     service = f"dlq-{uuid.uuid4().hex[:8]}"
     good_trace = trace_id()
+    start_ns = time.time_ns() - 60_000_000_000
     good_otlp = {
         "resourceSpans": [
             {
@@ -33,8 +35,8 @@ def test_malformed_messages_go_to_dead_letters_and_later_ones_still_arrive(stack
                                 "traceId": good_trace,
                                 "spanId": span_id(),
                                 "name": "ok-span",
-                                "startTimeUnixNano": "1795770000000000000",
-                                "endTimeUnixNano": "1795770000250000000",
+                                "startTimeUnixNano": str(start_ns),
+                                "endTimeUnixNano": str(start_ns + 250_000_000),
                             },
                             {"traceId": "not-hex", "spanId": span_id(), "startTimeUnixNano": "1"},
                         ]
@@ -97,8 +99,8 @@ def test_clickhouse_and_the_python_contract_agree(stack, ch):
     service = f"contract-{uuid.uuid4().hex[:8]}"
     samples = [
         flat_event(service),
-        flat_event(service, ts=1795770000123),
-        flat_event(service, ts="2026-11-27T10:00:00+02:00", attrs={"tool": {"name": "search"}}),
+        flat_event(service, ts=int(time.time() * 1000) - 60_000),
+        flat_event(service, ts=recent(offset_hours=2), attrs={"tool": {"name": "search"}}),
         flat_event(service, status="error", error_type="Timeout", user_id_hash="ab" * 32),
         flat_event(service, trace_id="xyz"),
         flat_event(service, span_id="1234"),

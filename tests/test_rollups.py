@@ -5,8 +5,11 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
-from tests.helpers import flat_event, produce, stored_count, wait_for
+from metrics_platform import rollup_audit
+from metrics_platform.rollups import ROLLUPS
+from tests.helpers import flat_event, ingest, produce, stored_count, wait_for
 
 RAW_VS_ROLLUP = """
 SELECT
@@ -32,13 +35,17 @@ ORDER BY r.ts_min, r.agent, r.model
 def test_rollup_matches_raw_when_a_minute_arrives_in_many_blocks(stack, ch):
     service = f"rollup-{uuid.uuid4().hex[:8]}"
     rng = random.Random(7)
+    # Three whole minutes, two hours back: fixed dates would fall out of the 90-day TTL one day.
+    base = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
     events = []
     for i in range(3000):
         minute = i % 3
         events.append(
             flat_event(
                 service,
-                ts=f"2026-11-27T10:0{minute}:{rng.randrange(60):02d}.{rng.randrange(1000):03d}Z",
+                ts=(base + timedelta(minutes=minute, seconds=rng.randrange(60), milliseconds=rng.randrange(1000)))
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z"),
                 agent=rng.choice(["planner", "coder"]),
                 model=rng.choice(["gpt-4.1", "claude-sonnet-4"]),
                 latency_ms=int(rng.lognormvariate(6, 1)),
@@ -92,3 +99,37 @@ def test_rollup_matches_raw_when_a_minute_arrives_in_many_blocks(stack, ch):
         # t-digest: within a few percent on a few hundred values (0.32 % measured over 30M rows).
         assert abs(p95 - p95_exact) <= 0.05 * p95_exact, (key, p95, p95_exact)
         assert abs(p50 - p50_exact) <= 0.05 * p50_exact + 1, (key, p50, p50_exact)
+
+
+def test_every_rollup_agrees_with_raw_events(stack, ch):
+    """The materialized views and the registry the audit and repair use describe the same rollups."""
+    service = f"sized-{uuid.uuid4().hex[:8]}"
+    rng = random.Random(11)
+    base = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    events = [
+        flat_event(
+            service,
+            ts=(base + timedelta(seconds=rng.randrange(7200))).isoformat().replace("+00:00", "Z"),
+            route=rng.choice(["POST /a", "POST /b"]),
+            user_id_hash=rng.choice(["a" * 64, "b" * 64, ""]),
+            latency_ms=rng.randrange(20, 4000),
+            status="error" if rng.random() < 0.1 else "ok",
+            cost_usd=round(rng.random() / 50, 6),
+        )
+        for _ in range(1500)
+    ]
+    ingest(stack.kafka, ch, service, events)
+    day = base.replace(hour=0, tzinfo=None)
+    for name, rollup in ROLLUPS.items():
+        result = rollup_audit.audit(ch, day, day + timedelta(days=2), rollup)  # may cross midnight
+        assert result.passed, (name, result.mismatches[:5])
+        assert result.raw_calls >= len(events), name
+    per_route = ch.query(
+        "SELECT route, sum(calls) FROM route_metrics_1h_state WHERE service = {s:String} GROUP BY route ORDER BY route",
+        parameters={"s": service},
+    ).result_rows
+    assert sum(calls for _, calls in per_route) == len(events)
+    per_user = ch.query(
+        "SELECT sum(cost_usd) FROM user_cost_1d_state WHERE service = {s:String}", parameters={"s": service}
+    ).result_rows[0][0]
+    assert float(per_user) == round(sum(e["cost_usd"] for e in events), 6)

@@ -1,4 +1,7 @@
-"""The per-minute rollup: audited against raw events every hour, repairable for any window."""
+"""Rollups of agent_events: audited against raw events every hour, repairable for any window.
+
+One asset and one check per rollup in metrics_platform/rollups.py, built by the same factory.
+"""
 
 from datetime import UTC, datetime, timedelta
 
@@ -6,96 +9,117 @@ import dagster as dg
 
 from metrics_platform import rollup_audit
 from metrics_platform.defs.resources import ClickHouseResource
+from metrics_platform.rollups import ROLLUPS, Rollup
 
-ROLLUP = dg.AssetKey("agent_metrics_1m")
 MAX_KEYS_SHOWN = 25
+# The migration that creates each rollup, and how far back an audit looks by default: a few of
+# its buckets, so an hourly or daily rollup is not checked over a sliver of one bucket.
+_MIGRATION = {
+    "agent_metrics_1m": "0002_rollup_1m",
+    "route_metrics_1h": "0008_sized_rollups",
+    "user_cost_1d": "0008_sized_rollups",
+}
+_DEFAULT_HOURS = {"agent_metrics_1m": 3, "route_metrics_1h": 24, "user_cost_1d": 72}
 
 
 class WindowConfig(dg.Config):
-    """A window of whole minutes, [start, end) in UTC. Default: the last ``hours`` hours."""
+    """A window [start, end) in UTC; buckets (minutes, hours, days) starting in it are covered."""
 
     start: str | None = None
     """ISO time, e.g. 2026-11-27T08:00:00; default end - hours."""
     end: str | None = None
     """ISO time; default now - settle_minutes (minutes still receiving events are skipped)."""
-    hours: int = 3
+    hours: int | None = None
+    """Default window length when start is not given (default: a few buckets of the rollup)."""
     settle_minutes: int = 2
 
-    def window(self) -> tuple[datetime, datetime]:
+    def window(self, default_hours: int) -> tuple[datetime, datetime]:
         def parse(text: str) -> datetime:
             value = datetime.fromisoformat(text)
             return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
         now = datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
         end = parse(self.end) if self.end else now - timedelta(minutes=self.settle_minutes)
-        start = parse(self.start) if self.start else end - timedelta(hours=self.hours)
+        start = parse(self.start) if self.start else end - timedelta(hours=self.hours or default_hours)
         if start >= end:
             raise ValueError(f"empty window: start {start} is not before end {end}")
         return start, end
 
 
-@dg.asset(
-    key=ROLLUP,
-    group_name="rollups",
-    deps=[dg.AssetKey(["schema", "0002_rollup_1m"])],
-    pool="clickhouse",
-    kinds={"clickhouse"},
-)
-def agent_metrics_1m(
-    context: dg.AssetExecutionContext, config: WindowConfig, clickhouse: ClickHouseResource
-) -> dg.MaterializeResult:
-    """Per-minute rollup (calls, errors, tokens, cost, p50/p95 states) of agent_events.
+def build_rollup(rollup: Rollup) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
+    """The asset (materializing = rebuilding a window from raw) and the audit check of one rollup."""
+    key = dg.AssetKey(rollup.name)
+    hours = _DEFAULT_HOURS[rollup.name]
+    key_columns = ", ".join(rollup.group_columns)
 
-    A materialized view keeps it current as events arrive. Materializing this asset *repairs* a
-    window: the window's rollup rows are deleted and recomputed from raw events. Its audit check
-    runs right after, in the same run.
-    """
-    start, end = config.window()
-    written = rollup_audit.rebuild(clickhouse.get_client(), start, end)
-    context.log.info(f"rebuilt {written} rollup rows for [{start}, {end})")
-    return dg.MaterializeResult(
-        metadata={"window_start": start.isoformat(), "window_end": end.isoformat(), "rows_written": written}
+    @dg.asset(
+        key=key,
+        group_name="rollups",
+        deps=[dg.AssetKey(["schema", _MIGRATION[rollup.name]])],
+        pool="clickhouse",
+        kinds={"clickhouse"},
+        description=(
+            f"Rollup `{rollup.table}` of agent_events by ({key_columns}): exact calls, errors, tokens and "
+            f"cost{', and p50/p95 t-digest states' if rollup.latency else ''}. A materialized view keeps it "
+            "current as events arrive. Materializing this asset *repairs* a window: its rows are deleted and "
+            "recomputed from raw events, and the audit check runs right after, in the same run."
+        ),
     )
+    def rebuild(context: dg.AssetExecutionContext, config: WindowConfig, clickhouse: ClickHouseResource):
+        start, end = config.window(hours)
+        written = rollup_audit.rebuild(clickhouse.get_client(), start, end, rollup)
+        context.log.info(f"rebuilt {written} rows of {rollup.table} for [{start}, {end})")
+        return dg.MaterializeResult(
+            metadata={"window_start": start.isoformat(), "window_end": end.isoformat(), "rows_written": written}
+        )
 
-
-@dg.asset_check(asset=ROLLUP, blocking=False)
-def rollup_matches_raw(config: WindowConfig, clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
-    """The rollup equals aggregates recomputed from raw events for the window.
-
-    Calls, errors, tokens and cost must be equal; p50/p95 within 5 % (or 1 ms) of a t-digest over
-    the raw rows. Mismatching keys are listed; repair with the `repair_rollup` job.
-    """
-    start, end = config.window()
-    result = rollup_audit.audit(clickhouse.get_client(), start, end)
-    keys = result.mismatched_keys()
-    lines = [f"| {m.key} | {m.field} | {m.rollup} | {m.raw} |" for m in result.mismatches[:MAX_KEYS_SHOWN]]
-    return dg.AssetCheckResult(
-        passed=result.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "window_start": start.isoformat(),
-            "window_end": end.isoformat(),
-            "groups_checked": result.groups,
-            "raw_calls": result.raw_calls,
-            "mismatched_keys": len(keys),
-            "max_quantile_relative_error": float(result.max_quantile_error),
-            "mismatches": dg.MetadataValue.md(
-                "| key (minute, service, env, agent, route, model, provider) | field | rollup | raw |\n"
-                "|---|---|---|---|\n" + "\n".join(lines)
-                if lines
-                else "none"
-            ),
-        },
+    @dg.asset_check(
+        asset=key,
+        name="rollup_matches_raw",
+        blocking=False,
+        description=(
+            "The rollup equals aggregates recomputed from raw events for the window: calls, errors, tokens "
+            "and cost exactly; p50/p95 within 5 % (or 1 ms) of a t-digest over the raw rows. Mismatching keys "
+            "are listed; repair with the `repair_rollup` job."
+        ),
     )
+    def audit(config: WindowConfig, clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
+        start, end = config.window(hours)
+        result = rollup_audit.audit(clickhouse.get_client(), start, end, rollup)
+        lines = [f"| {m.key} | {m.field} | {m.rollup} | {m.raw} |" for m in result.mismatches[:MAX_KEYS_SHOWN]]
+        table = f"| key ({key_columns}) | field | rollup | raw |\n|---|---|---|---|\n" + "\n".join(lines)
+        return dg.AssetCheckResult(
+            passed=result.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "window_start": start.isoformat(),
+                "window_end": end.isoformat(),
+                "groups_checked": result.groups,
+                "raw_calls": result.raw_calls,
+                "mismatched_keys": len(result.mismatched_keys()),
+                "max_quantile_relative_error": float(result.max_quantile_error),
+                "mismatches": dg.MetadataValue.md(table if lines else "none"),
+            },
+        )
+
+    return rebuild, audit
+
+
+_BUILT = {name: build_rollup(rollup) for name, rollup in ROLLUPS.items()}
+agent_metrics_1m, rollup_matches_raw = _BUILT["agent_metrics_1m"]
+ROLLUP_ASSETS = [asset for asset, _ in _BUILT.values()]
+ROLLUP_CHECKS = [check for _, check in _BUILT.values()]
 
 
 rollup_audit_job = dg.define_asset_job(
-    "rollup_audit", selection=dg.AssetSelection.checks(rollup_matches_raw), description="Audit the last 3 hours."
+    "rollup_audit",
+    selection=dg.AssetSelection.checks(*ROLLUP_CHECKS),
+    description="Audit every rollup against raw events over its recent buckets.",
 )
 repair_rollup_job = dg.define_asset_job(
     "repair_rollup",
-    selection=dg.AssetSelection.assets(ROLLUP),
-    description="Rebuild a window of the rollup from raw events, then audit it (set start/end in the config).",
+    selection=dg.AssetSelection.assets(*ROLLUP_ASSETS),
+    description="Rebuild a window of the rollups from raw events, then audit them (set start/end in the config).",
 )
 hourly_rollup_audit = dg.ScheduleDefinition(
     name="hourly_rollup_audit",
@@ -105,8 +129,8 @@ hourly_rollup_audit = dg.ScheduleDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[agent_metrics_1m],
-    asset_checks=[rollup_matches_raw],
+    assets=ROLLUP_ASSETS,
+    asset_checks=ROLLUP_CHECKS,
     jobs=[rollup_audit_job, repair_rollup_job],
     schedules=[hourly_rollup_audit],
 )
