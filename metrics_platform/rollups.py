@@ -30,6 +30,8 @@ class Rollup:
     bucket: str  # SQL over agent_events.ts
     keys: tuple[str, ...]
     latency: bool
+    migration: str  # the sql/ file that creates it
+    audit_hours: int  # default audit window: a few of its buckets, not a sliver of one
 
     @property
     def group_columns(self) -> tuple[str, ...]:
@@ -73,6 +75,8 @@ ROLLUPS: dict[str, Rollup] = {
             "toStartOfMinute(ts)",
             ("service", "env", "agent", "route", "model", "provider"),
             latency=True,
+            migration="0002_rollup_1m",
+            audit_hours=3,
         ),
         Rollup(
             "route_metrics_1h",
@@ -81,9 +85,28 @@ ROLLUPS: dict[str, Rollup] = {
             "toStartOfHour(ts)",
             ("service", "env", "route"),
             latency=True,
+            migration="0008_sized_rollups",
+            audit_hours=24,
         ),
         Rollup(
-            "user_cost_1d", "user_cost_1d_state", "day", "toDate(ts)", ("user_id_hash", "service", "env"), latency=False
+            "route_metrics_1d",
+            "route_metrics_1d_state",
+            "day",
+            "toDate(ts)",
+            ("service", "env", "route"),
+            latency=True,
+            migration="0008_sized_rollups",
+            audit_hours=72,
+        ),
+        Rollup(
+            "user_cost_1d",
+            "user_cost_1d_state",
+            "day",
+            "toDate(ts)",
+            ("user_id_hash",),
+            latency=False,
+            migration="0008_sized_rollups",
+            audit_hours=72,
         ),
     )
 }

@@ -12,14 +12,6 @@ from metrics_platform.defs.resources import ClickHouseResource
 from metrics_platform.rollups import ROLLUPS, Rollup
 
 MAX_KEYS_SHOWN = 25
-# The migration that creates each rollup, and how far back an audit looks by default: a few of
-# its buckets, so an hourly or daily rollup is not checked over a sliver of one bucket.
-_MIGRATION = {
-    "agent_metrics_1m": "0002_rollup_1m",
-    "route_metrics_1h": "0008_sized_rollups",
-    "user_cost_1d": "0008_sized_rollups",
-}
-_DEFAULT_HOURS = {"agent_metrics_1m": 3, "route_metrics_1h": 24, "user_cost_1d": 72}
 
 
 class WindowConfig(dg.Config):
@@ -49,13 +41,13 @@ class WindowConfig(dg.Config):
 def build_rollup(rollup: Rollup) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
     """The asset (materializing = rebuilding a window from raw) and the audit check of one rollup."""
     key = dg.AssetKey(rollup.name)
-    hours = _DEFAULT_HOURS[rollup.name]
+    hours = rollup.audit_hours
     key_columns = ", ".join(rollup.group_columns)
 
     @dg.asset(
         key=key,
         group_name="rollups",
-        deps=[dg.AssetKey(["schema", _MIGRATION[rollup.name]])],
+        deps=[dg.AssetKey(["schema", rollup.migration])],
         pool="clickhouse",
         kinds={"clickhouse"},
         description=(

@@ -1,0 +1,124 @@
+"""Dashboard query latency at scale, on a private embedded ClickHouse filled with synthetic events.
+
+Starts its own embedded ClickHouse (own port and state directory, no Kafka needed), applies the
+migrations, inserts --rows events spread over 30 days with INSERT ... SELECT (the materialized
+views fill every rollup as they would from Kafka), then answers every saved dashboard question
+--runs times and prints p50/p95 latency. The private state is removed afterwards unless --keep.
+
+    .venv/bin/python bench/dashboard_queries.py --rows 30000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+# A private instance: never the user's data, never their ports. Kafka engine tables point at a
+# closed port and simply stay idle.
+_STATE = Path(tempfile.mkdtemp(prefix="mp-bench-"))
+os.environ.update(
+    METRICS_PLATFORM_STATE_DIR=str(_STATE),
+    METRICS_PLATFORM_CLICKHOUSE_HTTP_PORT=os.environ.get("BENCH_CLICKHOUSE_HTTP_PORT", "38123"),
+    METRICS_PLATFORM_CLICKHOUSE_TCP_PORT=os.environ.get("BENCH_CLICKHOUSE_TCP_PORT", "39000"),
+    METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+)
+for name in ("CLICKHOUSE_URL", "CLICKHOUSE_HOST"):
+    os.environ.pop(name, None)
+
+from metrics_platform import clickhouse, dashboards, migrations  # noqa: E402
+from metrics_platform.settings import Settings  # noqa: E402
+from metrics_platform.stack import clickhouse_embedded  # noqa: E402
+
+# 5 services, 3 envs, 20 agents, 8 models over 4 providers, 40 routes, 50k users, 3 % errors,
+# latency log-normal around 400 ms: the shape of performance.md's measurements.
+_FILL = """
+INSERT INTO agent_events
+    (ts, trace_id, span_id, parent_span_id, name, service, env, agent, operation, model, provider, route,
+     user_id_hash, status, error_type, latency_ms, tokens_prompt, tokens_completion, cost_usd, attrs)
+SELECT
+    now64(3) - toIntervalMillisecond(rand(1) % (30 * 86400000)) AS ts,
+    lower(hex(reinterpretAsFixedString(cityHash64(number, 1)))) || lower(hex(reinterpretAsFixedString(rand64(2))))
+        AS trace_id,
+    lower(hex(reinterpretAsFixedString(cityHash64(number, 2)))) AS span_id,
+    '' AS parent_span_id,
+    'chat' AS name,
+    concat('svc-', toString(rand(3) % 5)) AS service,
+    ['prod', 'staging', 'dev'][1 + rand(4) % 3] AS env,
+    concat('agent-', toString(rand(5) % 20)) AS agent,
+    'chat' AS operation,
+    concat('model-', toString(rand(6) % 8)) AS model,
+    ['openai', 'anthropic', 'google', 'groq'][1 + (rand(6) % 8) % 4] AS provider,
+    concat('POST /v1/route-', toString(rand(7) % 40)) AS route,
+    lower(hex(SHA256(concat('salt', toString(rand(8) % 50000))))) AS user_id_hash,
+    if(rand(9) % 100 < 3, 'error', 'ok') AS status,
+    if(status = 'error', 'Timeout', '') AS error_type,
+    toUInt32(least(exp(6 + randNormal(0, 1)), 600000)) AS latency_ms,
+    toUInt32(rand(10) % 4000) AS tokens_prompt,
+    toUInt32(rand(11) % 800) AS tokens_completion,
+    toDecimal64((tokens_prompt * 2 + tokens_completion * 8) / 1e6, 6) AS cost_usd,
+    '{}' AS attrs
+FROM numbers({offset:UInt64}, {count:UInt64})
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=30_000_000)
+    parser.add_argument("--runs", type=int, default=20, help="answers per question")
+    parser.add_argument("--keep", action="store_true", help=f"keep the private state ({_STATE})")
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    clickhouse_embedded.start(settings)
+    try:
+        ch = clickhouse.client(settings.clickhouse, send_receive_timeout=3600)
+        migrations.migrate(ch, settings)
+        chunk = 2_000_000
+        started = time.perf_counter()
+        with tqdm(total=args.rows, unit="row", unit_scale=True, desc="insert") as bar:
+            for offset in range(0, args.rows, chunk):
+                count = min(chunk, args.rows - offset)
+                ch.command(_FILL, parameters={"offset": offset, "count": count})
+                bar.update(count)
+        insert_s = time.perf_counter() - started
+        # The steady state after background merges; a freshly inserted table has many small parts.
+        for table in (
+            "agent_metrics_1m_state",
+            "route_metrics_1h_state",
+            "route_metrics_1d_state",
+            "user_cost_1d_state",
+        ):
+            ch.command(f"OPTIMIZE TABLE {table} FINAL")
+        sizes = dict(
+            ch.query(
+                "SELECT table, sum(rows) FROM system.parts WHERE active AND database = currentDatabase() "
+                "AND table IN ('agent_events', 'agent_metrics_1m_state', 'route_metrics_1h_state', "
+                "'route_metrics_1d_state', 'user_cost_1d_state') GROUP BY table"
+            ).result_rows
+        )
+        print(
+            f"\ninserted {args.rows:,} events in {insert_s:.0f} s ({args.rows / insert_s:,.0f} rows/s, "
+            "materialized views included)"
+        )
+        print("rows: " + ", ".join(f"{table} {rows:,}" for table, rows in sorted(sizes.items())))
+        print("\n| question | p50 ms | p95 ms | rows returned |\n|---|---|---|---|")
+        for name in dashboards.available():
+            dashboards.run(ch, name)  # warm-up
+            timings = [dashboards.run(ch, name).elapsed_ms for _ in range(args.runs)]
+            answer = dashboards.run(ch, name)
+            p95 = statistics.quantiles(timings, n=20, method="inclusive")[-1]
+            print(f"| {name} | {statistics.median(timings):.0f} | {p95:.0f} | {len(answer.rows)} |")
+    finally:
+        clickhouse_embedded.stop(settings)
+        if not args.keep:
+            shutil.rmtree(_STATE, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
