@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, WebDriverException
+from selenium.common.exceptions import NoSuchElementException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
@@ -32,7 +32,7 @@ def browser() -> webdriver.Chrome:
     for flag in (
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1800,1100", "--hide-scrollbars",
+        "--window-size=1900,1400", "--hide-scrollbars",
     ):
         options.add_argument(flag)
     options.binary_location = "/usr/bin/chromium"
@@ -59,15 +59,11 @@ def shot(driver: webdriver.Chrome, url: str, name: str, wait_s: float = 6, click
             # laid out after a refresh may need another pass.
             for _ in range(3):
                 for _ in range(20):
-                    found = [
-                        e for e in driver.find_elements(By.CSS_SELECTOR, f"[aria-label='{text[5:]}']") if e.is_displayed()
-                    ]
+                    found = driver.find_elements(By.CSS_SELECTOR, f"[aria-label='{text[5:]}']")
                     if not found:
                         break
-                    try:
-                        found[0].click()
-                    except WebDriverException:
-                        break
+                    # A script click reaches buttons that are off-screen or under another node.
+                    driver.execute_script("arguments[0].closest('button, [role=button], div').click()", found[0])
                     time.sleep(1.5)
                 # The graph fits itself to the window on load; the expanded state is remembered.
                 driver.refresh()
