@@ -142,10 +142,10 @@ def sample_history(days: int, events_per_day: int, out_dir: str | None) -> None:
 
 
 def _window(start: str, end: str):
-    from datetime import datetime
+    from metrics_platform.rollup_audit import parse_utc
 
     try:
-        return datetime.fromisoformat(start), datetime.fromisoformat(end)
+        return parse_utc(start), parse_utc(end)
     except ValueError as exc:
         raise click.UsageError(f"--start/--end must be ISO times (UTC), e.g. 2026-11-27T08:00: {exc}") from exc
 

@@ -9,7 +9,7 @@ whose start lies in [start, end)); see metrics_platform/rollups.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
@@ -43,6 +43,12 @@ class AuditResult:
 
     def mismatched_keys(self) -> list[tuple[str, ...]]:
         return sorted({m.key for m in self.mismatches})
+
+
+def parse_utc(text: str) -> datetime:
+    """An ISO time as the naive UTC datetime ClickHouse's DateTime parameters expect."""
+    value = datetime.fromisoformat(text)
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def _within(rollup: float, raw: float) -> bool:

@@ -26,13 +26,9 @@ class WindowConfig(dg.Config):
     settle_minutes: int = 2
 
     def window(self, default_hours: int) -> tuple[datetime, datetime]:
-        def parse(text: str) -> datetime:
-            value = datetime.fromisoformat(text)
-            return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-
         now = datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
-        end = parse(self.end) if self.end else now - timedelta(minutes=self.settle_minutes)
-        start = parse(self.start) if self.start else end - timedelta(hours=self.hours or default_hours)
+        end = rollup_audit.parse_utc(self.end) if self.end else now - timedelta(minutes=self.settle_minutes)
+        start = rollup_audit.parse_utc(self.start) if self.start else end - timedelta(hours=self.hours or default_hours)
         if start >= end:
             raise ValueError(f"empty window: start {start} is not before end {end}")
         return start, end
