@@ -36,6 +36,18 @@ def _env_number(name: str, default: N) -> N:
         ) from None
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    """A true/false variable (1/0, yes/no also accepted); a bad value names the variable."""
+    raw = os.environ.get(PREFIX + name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{PREFIX}{name}={raw!r} is not true or false")
+
+
 @dataclass(frozen=True)
 class ClickHouseSettings:
     """How to reach ClickHouse; ``embedded`` means this platform starts the server itself."""
@@ -71,6 +83,9 @@ class KafkaSettings:
     consumer_group_prefix: str
     # librdkafka properties for SASL/TLS clusters, from METRICS_PLATFORM_KAFKA_PROP_<NAME>.
     client_properties: dict[str, str] = field(default_factory=dict, repr=False)
+    # Largest record: the Collector's producer limit, the embedded broker's message.max.bytes and
+    # the topics' max.message.bytes.
+    max_message_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,15 @@ class CollectorSettings:
     otlp_http_port: int
     health_port: int
     metrics_port: int
+    # Largest OTLP request accepted (gRPC message, HTTP body after decompression); larger ones are
+    # refused at the receiver. Kept well below the Kafka record limit (see deploy/otelcol/README.md).
+    max_request_mib: int = 4
+    # fsync every write of the persistent queue: an acknowledged span then survives a machine crash,
+    # not only a Collector crash.
+    queue_fsync: bool = True
+    # The PII policy file, and whether prompt/completion content is kept (redacted) instead of dropped.
+    pii_policy: Path = PROJECT_ROOT / "deploy" / "otelcol" / "pii-policy.toml"
+    pii_keep_content: bool = False
 
     @property
     def otlp_http_endpoint(self) -> str:
@@ -101,6 +125,48 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class SupersetSettings:
+    """Apache Superset, the platform's dashboards (own virtualenv, started by stack/superset.py)."""
+
+    port: int
+    admin_user: str
+    # Superset's metadata database (SQLAlchemy URI); empty means SQLite under the state directory.
+    database_uri: str = field(repr=False)
+    # The read-only ClickHouse user Superset queries as. With the embedded ClickHouse an empty
+    # password means one generated into the state directory; an external server needs both set.
+    clickhouse_user: str
+    clickhouse_password: str = field(repr=False)
+    # Origins (https://portal.example.com) allowed to frame embedded dashboards, besides Superset's own.
+    embed_origins: tuple[str, ...]
+    # The demo customer portal (metrics-platform dashboards portal), whose origin may always frame them.
+    portal_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def frame_origins(self) -> tuple[str, ...]:
+        """Origins whose pages may embed dashboards: the demo portal's and the configured ones."""
+        return (f"http://127.0.0.1:{self.portal_port}", f"http://localhost:{self.portal_port}", *self.embed_origins)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """How ClickHouse validates, holds back and finalizes spans (templated into sql/ at migration)."""
+
+    # How long a span waits in span_inbox for its ancestors before it is finalized into agent_events.
+    attribution_delay_s: int
+    # How far before a batch the finalizer looks for ancestors and earlier copies of its spans.
+    context_lookback_s: int
+    inbox_retention_hours: int
+    # The most rows one finalizer batch takes (bounds its memory while catching up).
+    finalizer_max_rows: int
+    # Spans starting further in the future than this are dead-lettered (clock skew allowance).
+    max_future_s: int
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable about one platform instance."""
 
@@ -116,6 +182,10 @@ class Settings:
     history_start_date: str
     alerting: AlertSettings
     dagster_port: int
+    ingest: IngestSettings
+    # Local model prices on top of the genai-prices dataset (metrics_platform/prices/overrides.py).
+    price_overrides: Path
+    superset: SupersetSettings
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -132,6 +202,10 @@ class Settings:
                 otlp_http_port=_env_number("OTLP_HTTP_PORT", 4318),
                 health_port=_env_number("COLLECTOR_HEALTH_PORT", 13133),
                 metrics_port=_env_number("COLLECTOR_METRICS_PORT", 8888),
+                max_request_mib=_env_number("OTLP_MAX_REQUEST_MIB", 4),
+                queue_fsync=_env_bool("COLLECTOR_QUEUE_FSYNC", True),
+                pii_policy=Path(_env("PII_POLICY", str(CollectorSettings.pii_policy))).resolve(),
+                pii_keep_content=_env_bool("PII_KEEP_CONTENT", False),
             ),
             retention_days=_env_number("RETENTION_DAYS", 90),
             # One consumer per topic suits a 2-core node; raise it up to the partition count.
@@ -141,6 +215,16 @@ class Settings:
             # First day the replay asset offers as a partition.
             history_start_date=_env("HISTORY_START_DATE", "2026-01-01"),
             dagster_port=_env_number("DAGSTER_PORT", 3000),
+            price_overrides=Path(
+                _env("PRICE_OVERRIDES", str(PROJECT_ROOT / "data" / "prices" / "overrides.yaml"))
+            ).resolve(),
+            ingest=IngestSettings(
+                attribution_delay_s=_env_number("ATTRIBUTION_DELAY_SECONDS", 30),
+                context_lookback_s=_env_number("CONTEXT_LOOKBACK_SECONDS", 60),
+                inbox_retention_hours=_env_number("INBOX_RETENTION_HOURS", 24),
+                finalizer_max_rows=_env_number("FINALIZER_MAX_ROWS", 200_000),
+                max_future_s=_env_number("MAX_FUTURE_SECONDS", 3600),
+            ),
             alerting=AlertSettings(
                 webhook_url=_env("ALERT_WEBHOOK_URL", ""),
                 lag_threshold=_env_number("LAG_ALERT_THRESHOLD", 10_000),
@@ -150,7 +234,23 @@ class Settings:
                 slo_short_window_min=_env_number("SLO_SHORT_WINDOW_MINUTES", 5),
                 slo_min_calls=_env_number("SLO_MIN_CALLS", 20),
             ),
+            superset=SupersetSettings(
+                port=_env_number("SUPERSET_PORT", 8088),
+                admin_user=_env("SUPERSET_ADMIN_USER", "admin"),
+                database_uri=_env("SUPERSET_DATABASE_URI", ""),
+                clickhouse_user=_env("SUPERSET_CLICKHOUSE_USER", "superset_ro"),
+                clickhouse_password=_env("SUPERSET_CLICKHOUSE_PASSWORD", ""),
+                embed_origins=tuple(o.strip() for o in _env("SUPERSET_EMBED_ORIGINS", "").split(",") if o.strip()),
+                portal_port=_env_number("SUPERSET_PORTAL_PORT", 8089),
+            ),
         )
+        ingest = settings.ingest
+        # The inbox holds what the finalizer still reads: spans waiting plus their lookback window.
+        if ingest.inbox_retention_hours * 3600 < ingest.attribution_delay_s + ingest.context_lookback_s + 3600:
+            raise ValueError(
+                f"{PREFIX}INBOX_RETENTION_HOURS={ingest.inbox_retention_hours} must exceed the attribution delay "
+                f"({ingest.attribution_delay_s} s) plus the context lookback ({ingest.context_lookback_s} s) by an hour"
+            )
         # Consumers beyond the partition count sit idle (the original design ran 4 on 3 partitions).
         if settings.kafka_num_consumers > settings.kafka.partitions:
             raise ValueError(
@@ -182,6 +282,25 @@ class Settings:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_hex(32))
+        return path.read_text().strip()
+
+    def generated_secret(self, name: str) -> str:
+        """A random secret kept in ``<state>/secrets/<name>`` (mode 0600), created on first use."""
+        path = self.state_dir / "secrets" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Written aside, then linked into place: a process starting at the same moment sees
+            # either no file or the whole secret, and the first link wins.
+            staging = path.with_name(f".{name}.{os.getpid()}")
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32))
+            try:
+                os.link(staging, path)
+            except FileExistsError:
+                pass
+            finally:
+                staging.unlink()
         return path.read_text().strip()
 
 
@@ -236,4 +355,5 @@ def _kafka_from_env() -> KafkaSettings:
         retention_hours=_env_number("KAFKA_RETENTION_HOURS", 48),
         consumer_group_prefix=_env("KAFKA_CONSUMER_GROUP_PREFIX", "clickhouse"),
         client_properties=props,
+        max_message_bytes=_env_number("KAFKA_MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
     )
