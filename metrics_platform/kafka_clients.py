@@ -40,7 +40,13 @@ def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]
             topic,
             num_partitions=settings.partitions,
             replication_factor=-1,
-            config={"retention.ms": retention_ms},
+            config={
+                "retention.ms": retention_ms,
+                # The Collector's record limit; ClickHouse skips a message it already stored by its
+                # offset and broker timestamp (sql/0010), so the broker sets the timestamp.
+                "max.message.bytes": str(settings.max_message_bytes),
+                "message.timestamp.type": "LogAppendTime",
+            },
         )
         for topic in (settings.spans_topic, settings.events_topic)
         if topic not in existing

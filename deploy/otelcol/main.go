@@ -16,7 +16,6 @@ import (
 	"go.opentelemetry.io/collector/extension"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/processor"
-	"go.opentelemetry.io/collector/processor/batchprocessor"
 	"go.opentelemetry.io/collector/processor/memorylimiterprocessor"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
@@ -26,7 +25,10 @@ import (
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/healthcheckextension"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/storage/filestorage"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/attributesprocessor"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/redactionprocessor"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/transformprocessor"
+
+	"github.com/metrics-platform/deploy/otelcol/linkredactionprocessor"
 )
 
 // version is overridable at link time (-ldflags "-X main.version=...") so a
@@ -52,10 +54,18 @@ func components() (otelcol.Factories, error) {
 	}
 	if f.Processors, err = otelcol.MakeFactoryMap[processor.Factory](
 		memorylimiterprocessor.NewFactory(),
-		batchprocessor.NewFactory(),
+		// No batch processor: it holds spans in memory after the receiver has
+		// answered 200, so a crash loses them. Batching happens in the kafka
+		// exporter's persistent sending queue instead (config.yaml).
 		transformprocessor.NewFactory(),
-		// Not used by config.yaml (transform's OTTL does the PII work), but
-		// cheap to include and handy for ad-hoc redaction configs.
+		// The PII policy (pii-policy.toml, rendered by the launcher): regex
+		// masking of attribute values on resources, scopes, spans and events.
+		redactionprocessor.NewFactory(),
+		// Our own: the same policy on span link attributes, which no component
+		// at this release reaches.
+		linkredactionprocessor.NewFactory(),
+		// Not used by config.yaml, but cheap to include and handy for ad-hoc
+		// redaction configs.
 		attributesprocessor.NewFactory(),
 	); err != nil {
 		return f, err

@@ -1,8 +1,9 @@
 """The OpenTelemetry Collector: built from Go modules at pinned versions, run with our config.
 
-``deploy/otelcol`` holds the distribution (go.mod, main.go) and ``config.yaml``. The binary is
-cached under ``<cache>/otelcol/<hash of the build files>/`` so a rebuild happens only when the
-manifest changes; Go's module and build caches live under ``<cache>/go`` for the same reason.
+``deploy/otelcol`` holds the distribution (go.mod, main.go, our one processor) and ``config.yaml``.
+The binary is cached under ``<cache>/otelcol/<hash of the build files>/`` so a rebuild happens only
+when the sources change; Go's module and build caches live under ``<cache>/go`` for the same reason.
+The PII processors are rendered from ``pii-policy.toml`` at every start (see ``pii_policy``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from pathlib import Path
 
 from metrics_platform.paths import DEPLOY_DIR
 from metrics_platform.settings import Settings
+from metrics_platform.stack import pii_policy
 from metrics_platform.stack.process import Daemon, StackError, http_get, require_free_ports, wait_until
 
 SOURCE_DIR = DEPLOY_DIR / "otelcol"
 CONFIG = SOURCE_DIR / "config.yaml"
-_BUILD_FILES = ("go.mod", "go.sum", "main.go")
+MIB = 1024 * 1024
+# Kafka record bytes per byte of a batch (protobuf): records are OTLP JSON, measured at 1.0-2.2x
+# for real spans (deploy/otelcol/README.md, "Size limits"); the rest is margin for escaping.
+JSON_EXPANSION_BUDGET = 3
+
+
+def _build_files() -> list[Path]:
+    return sorted([SOURCE_DIR / "go.mod", SOURCE_DIR / "go.sum", *SOURCE_DIR.rglob("*.go")])
 
 
 def daemon(settings: Settings) -> Daemon:
@@ -28,8 +37,8 @@ def daemon(settings: Settings) -> Daemon:
 
 def binary_path(settings: Settings) -> Path:
     digest = hashlib.sha256()
-    for name in _BUILD_FILES:
-        digest.update((SOURCE_DIR / name).read_bytes())
+    for path in _build_files():
+        digest.update(str(path.relative_to(SOURCE_DIR)).encode() + b"\0" + path.read_bytes())
     return settings.cache_dir / "otelcol" / digest.hexdigest()[:12] / "otelcol"
 
 
@@ -67,6 +76,38 @@ def build(settings: Settings) -> Path:
     return binary
 
 
+def batch_max_bytes(settings: Settings) -> int:
+    """Largest batch read from the queue: a whole request plus room for what the PII step adds."""
+    return settings.collector.max_request_mib * MIB * 5 // 4
+
+
+def max_record_bytes(settings: Settings) -> int:
+    """The producer's record limit: a little below the broker's and topic's, which count the record
+    batch after compression (lz4 can grow incompressible data slightly)."""
+    return settings.kafka.max_message_bytes - settings.kafka.max_message_bytes // 64
+
+
+def check_size_limits(settings: Settings) -> None:
+    """Refuse limits under which an accepted span could be too large for Kafka (dropped after a 200)."""
+    record_limit = max_record_bytes(settings)
+    needed = batch_max_bytes(settings) * JSON_EXPANSION_BUDGET
+    if record_limit < needed:
+        raise StackError(
+            f"METRICS_PLATFORM_KAFKA_MAX_MESSAGE_BYTES={settings.kafka.max_message_bytes} is too small for "
+            f"METRICS_PLATFORM_OTLP_MAX_REQUEST_MIB={settings.collector.max_request_mib}: a batch of up to "
+            f"{batch_max_bytes(settings)} bytes becomes Kafka records of up to ~{needed} bytes of OTLP JSON; "
+            f"raise the record limit (and the broker's and topic's) or lower the request limit"
+        )
+
+
+def _salt(settings: Settings) -> str:
+    salt = settings.pii_salt()
+    # The salt sits inside an OTTL string literal; never echo it in the message.
+    if not salt or any(c in salt for c in '"\\$'):
+        raise StackError("METRICS_PLATFORM_PII_SALT must be non-empty and hold no '\"', '\\' or '$' (use hex)")
+    return salt
+
+
 def environment(settings: Settings) -> dict[str, str]:
     """The variables deploy/otelcol/config.yaml reads; every one is always set."""
     c = settings.collector
@@ -78,9 +119,28 @@ def environment(settings: Settings) -> dict[str, str]:
         # A YAML flow list: the Collector parses a whole-value env reference as YAML.
         "METRICS_PLATFORM_KAFKA_BROKERS": "[" + ", ".join(settings.kafka.bootstrap_servers.split(",")) + "]",
         "METRICS_PLATFORM_OTEL_SPANS_TOPIC": settings.kafka.spans_topic,
-        "METRICS_PLATFORM_PII_SALT": settings.pii_salt(),
-        "METRICS_PLATFORM_COLLECTOR_STORAGE_DIR": str(settings.state_dir / "otelcol" / "queue"),
+        "METRICS_PLATFORM_PII_SALT": _salt(settings),
+        "METRICS_PLATFORM_COLLECTOR_STORAGE_DIR": str(queue_dir(settings)),
+        "METRICS_PLATFORM_COLLECTOR_QUEUE_FSYNC": "true" if c.queue_fsync else "false",
+        "METRICS_PLATFORM_OTLP_MAX_REQUEST_MIB": str(c.max_request_mib),
+        "METRICS_PLATFORM_OTLP_MAX_REQUEST_BYTES": str(c.max_request_mib * MIB),
+        "METRICS_PLATFORM_COLLECTOR_BATCH_MAX_BYTES": str(batch_max_bytes(settings)),
+        "METRICS_PLATFORM_COLLECTOR_MAX_RECORD_BYTES": str(max_record_bytes(settings)),
     }
+
+
+def queue_dir(settings: Settings) -> Path:
+    """Where the persistent sending queue (file_storage) keeps its files."""
+    return settings.state_dir / "otelcol" / "queue"
+
+
+def render_pii_config(settings: Settings) -> Path:
+    """Render the PII policy into the processor config file passed as the second ``--config``."""
+    out = settings.state_dir / "otelcol" / "pii-processors.json"
+    try:
+        return pii_policy.write(settings.collector.pii_policy, settings.collector.pii_keep_content, out)
+    except pii_policy.PiiPolicyError as exc:
+        raise StackError(str(exc)) from exc
 
 
 def healthy(settings: Settings) -> bool:
@@ -106,8 +166,11 @@ def start(settings: Settings, timeout_s: float = 60.0) -> None:
             "metrics": c.metrics_port,
         },
     )
+    check_size_limits(settings)
+    env = {**os.environ, **environment(settings)}
+    pii_config = render_pii_config(settings)
     binary = build(settings)
-    collector.start([str(binary), "--config", str(CONFIG)], env={**os.environ, **environment(settings)})
+    collector.start([str(binary), "--config", str(CONFIG), "--config", str(pii_config)], env=env)
     wait_until(lambda: healthy(settings), timeout_s, f"the Collector's health check on :{c.health_port}", collector)
 
 

@@ -77,6 +77,10 @@ def render_properties(settings: Settings, log_dir: Path) -> str:
             f"log.retention.ms={retention_ms}",
             # Topics are created on purpose, with their partitions and retention (see topics.py).
             "auto.create.topics.enable=false",
+            # The largest record the Collector may produce (one trace of one batch, as OTLP JSON); the
+            # platform's topics inherit it. Replication must fetch such a record too.
+            f"message.max.bytes={settings.kafka.max_message_bytes}",
+            f"replica.fetch.max.bytes={settings.kafka.max_message_bytes}",
             "offsets.topic.replication.factor=1",
             "transaction.state.log.replication.factor=1",
             "transaction.state.log.min.isr=1",

@@ -1,0 +1,216 @@
+"""The Collector's PII policy: ``deploy/otelcol/pii-policy.toml`` turned into processor config.
+
+The operator edits one TOML file; at every start the launcher renders it into the four processors
+that ``deploy/otelcol/config.yaml`` puts in the traces pipeline:
+
+- ``transform/pii`` (OTTL): identity keys hashed into the target key with the secret salt, raw
+  identity, drop and (by default) content keys removed, URL query strings and fragments replaced,
+  on resource, scope, span and span-event attributes;
+- ``redaction/pii``: every value pattern masked in every attribute value at those levels;
+- ``linkredaction/pii`` (ours, deploy/otelcol/linkredactionprocessor): the same on span links;
+- ``transform/pii_text`` (OTTL): the value patterns in span names, status messages and event names.
+
+The rendered file holds no secret: the salt stays an ``${env:...}`` reference that the Collector
+expands in memory. Standard library only: the Collector image renders the policy with this one file
+(deploy/otelcol/Dockerfile).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+SALT_REFERENCE = "${env:METRICS_PLATFORM_PII_SALT}"
+# OTTL paths of the attribute maps each transform context can reach (span links have none).
+_CONTEXTS = (
+    ("resource", "resource.attributes"),
+    ("scope", "scope.attributes"),
+    ("span", "span.attributes"),
+    ("spanevent", "spanevent.attributes"),
+)
+
+
+class PiiPolicyError(ValueError):
+    """The policy file is missing a section or holds an invalid value; the message says where."""
+
+
+@dataclass(frozen=True)
+class PiiPolicy:
+    """What the policy file says, validated."""
+
+    hash_target: str
+    hash_keys: tuple[str, ...]
+    drop_keys: tuple[str, ...]
+    drop_key_patterns: tuple[str, ...]
+    content_keys: tuple[str, ...]
+    content_key_patterns: tuple[str, ...]
+    url_keys: tuple[str, ...]
+    url_part_keys: tuple[str, ...]
+    replacement: str
+    patterns: dict[str, str]
+
+    def removed_keys(self, keep_content: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Exact keys and key patterns removed everywhere (content keys unless kept)."""
+        keys = self.hash_keys + self.drop_keys + (() if keep_content else self.content_keys)
+        patterns = self.drop_key_patterns + (() if keep_content else self.content_key_patterns)
+        return keys, patterns
+
+
+def load(path: Path) -> PiiPolicy:
+    """Read and check a policy file (TOML)."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise PiiPolicyError(f"cannot read the PII policy {path}: {exc}") from exc
+
+    def strings(section: str, key: str, required: bool = True) -> tuple[str, ...]:
+        value = raw.get(section, {}).get(key, None if required else [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise PiiPolicyError(f"{path}: [{section}] {key} must be a list of non-empty strings")
+        return tuple(value)
+
+    target = raw.get("hash", {}).get("target")
+    replacement = raw.get("redact", {}).get("replacement")
+    patterns = raw.get("redact", {}).get("patterns")
+    if not isinstance(target, str) or not target:
+        raise PiiPolicyError(f"{path}: [hash] target must be a non-empty string")
+    if not isinstance(replacement, str) or re.search(r"[\w$\\]", replacement):
+        # A replacement with letters or digits could itself match a pattern; `$` and `\` would be
+        # read as group references by the regex engines.
+        raise PiiPolicyError(f"{path}: [redact] replacement must be punctuation only, such as '****'")
+    if not isinstance(patterns, dict) or not patterns or not all(isinstance(v, str) for v in patterns.values()):
+        raise PiiPolicyError(f"{path}: [redact.patterns] must map names to regular expressions")
+    policy = PiiPolicy(
+        hash_target=target,
+        hash_keys=strings("hash", "keys"),
+        drop_keys=strings("drop", "keys"),
+        drop_key_patterns=strings("drop", "key_patterns", required=False),
+        content_keys=strings("content", "keys"),
+        content_key_patterns=strings("content", "key_patterns", required=False),
+        url_keys=strings("url", "url_keys"),
+        url_part_keys=strings("url", "part_keys", required=False),
+        replacement=replacement,
+        patterns=dict(patterns),
+    )
+    # Python's re is close enough to Go's RE2 to catch typos before the Collector refuses to start.
+    key_patterns = policy.drop_key_patterns + policy.content_key_patterns
+    for name, pattern in [*policy.patterns.items(), *((p, p) for p in key_patterns)]:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise PiiPolicyError(f"{path}: pattern {name!r} is not a valid regular expression: {exc}") from exc
+    return policy
+
+
+def _literal(text: str) -> str:
+    """An OTTL string literal; `$` doubled so the Collector's config loader keeps it as it is."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$") + '"'
+
+
+def _config_string(text: str) -> str:
+    """A plain config string (not inside OTTL): only `$` needs escaping for the config loader."""
+    return text.replace("$", "$$")
+
+
+def _any_key(keys: tuple[str, ...], patterns: tuple[str, ...]) -> str:
+    """One regex matching any of the exact keys or key patterns: one pass over each map."""
+    alternatives = [f"^(?:{'|'.join(re.escape(k) for k in keys)})$"] if keys else []
+    return "|".join(alternatives + [f"(?:{p})" for p in patterns])
+
+
+def _any_value(policy: PiiPolicy) -> str:
+    return "|".join(f"(?:{p})" for p in policy.patterns.values())
+
+
+def _key_statements(policy: PiiPolicy, attrs: str, keep_content: bool) -> list[str]:
+    target = f"{attrs}[{_literal(policy.hash_target)}]"
+    salt = f'"{SALT_REFERENCE}"'
+    statements = [
+        # A target that is not a hash already is a raw value in the wrong place: hash it too.
+        f'set({target}, SHA256(Concat([{salt}, {target}], ""))) '
+        f'where {target} != nil and not IsMatch({target}, "^[0-9a-f]{{64}}$$")',
+    ]
+    for key in policy.hash_keys:
+        value = f"{attrs}[{_literal(key)}]"
+        statements.append(
+            f'set({target}, SHA256(Concat([{salt}, {value}], ""))) '
+            f'where {target} == nil and {value} != nil and {value} != ""'
+        )
+    keys, patterns = policy.removed_keys(keep_content)
+    statements.append(f"delete_matching_keys({attrs}, {_literal(_any_key(keys, patterns))})")
+    query, fragment = _literal("?" + policy.replacement), _literal("#" + policy.replacement)
+    for key in policy.url_keys:
+        value = f"{attrs}[{_literal(key)}]"
+        statements.append(f'replace_pattern({value}, "\\\\?[^#]*", {query}) where {value} != nil')
+        statements.append(f'replace_pattern({value}, "#.*", {fragment}) where {value} != nil')
+    for key in policy.url_part_keys:
+        value = f"{attrs}[{_literal(key)}]"
+        statements.append(f'set({value}, {_literal(policy.replacement)}) where {value} != nil and {value} != ""')
+    return statements
+
+
+def render(policy: PiiPolicy, keep_content: bool) -> dict:
+    """The ``processors`` section for the four PII processors named in config.yaml."""
+    any_value = _literal(_any_value(policy))
+    replacement = _literal(policy.replacement)
+    keys, key_patterns = policy.removed_keys(keep_content)
+    return {
+        "processors": {
+            "transform/pii": {
+                # silent: an error log would print the statement, which holds the expanded salt. A
+                # failing set() still falls through to the delete, so a raw id is never kept.
+                "error_mode": "silent",
+                "trace_statements": [
+                    {"context": context, "statements": _key_statements(policy, attrs, keep_content)}
+                    for context, attrs in _CONTEXTS
+                ],
+            },
+            "redaction/pii": {
+                "allow_all_keys": True,
+                # Numbers, arrays and maps are matched in their string form too (a card number sent
+                # as an int, an e-mail inside a list of messages); only matching values change type.
+                "redact_all_types": True,
+                "ignored_keys": [_config_string(policy.hash_target)],
+                "blocked_values": [_config_string(p) for p in policy.patterns.values()],
+                # No redaction.* summary attributes: they would land in every stored row.
+                "summary": "silent",
+            },
+            "linkredaction/pii": {
+                "drop_keys": [_config_string(k) for k in keys],
+                "drop_key_patterns": [_config_string(p) for p in key_patterns],
+                "blocked_values": [_config_string(p) for p in policy.patterns.values()],
+                "replacement": _config_string(policy.replacement),
+            },
+            "transform/pii_text": {
+                "error_mode": "ignore",
+                "trace_statements": [
+                    {
+                        "context": "span",
+                        "statements": [
+                            f"replace_pattern(span.name, {any_value}, {replacement})",
+                            # A span name should hold no query string (OpenTelemetry naming rules).
+                            f'replace_pattern(span.name, "\\\\?\\\\S+", {_literal("?" + policy.replacement)})',
+                            f"replace_pattern(span.status.message, {any_value}, {replacement})",
+                        ],
+                    },
+                    {
+                        "context": "spanevent",
+                        "statements": [f"replace_pattern(spanevent.name, {any_value}, {replacement})"],
+                    },
+                ],
+            },
+        }
+    }
+
+
+def write(policy_path: Path, keep_content: bool, out: Path) -> Path:
+    """Render the policy to ``out`` (JSON, which the Collector reads as YAML); returns ``out``."""
+    rendered = render(load(policy_path), keep_content)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    partial.write_text(json.dumps(rendered, indent=2) + "\n")
+    partial.replace(out)
+    return out
