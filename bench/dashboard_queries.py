@@ -1,8 +1,8 @@
 """Dashboard query latency at scale, on a private embedded ClickHouse filled with synthetic events.
 
 Starts its own embedded ClickHouse (own port and state directory, no Kafka needed), applies the
-migrations, inserts --rows events spread over 30 days with INSERT ... SELECT (the materialized
-views fill every rollup as they would from Kafka), then answers every saved dashboard question
+migrations, inserts --rows spans spread over 30 days into agent_events with INSERT ... SELECT (the
+rollup projections are built with them, as from the finalizer), then answers every saved dashboard question
 --runs times and prints p50/p95 latency. The private state is removed afterwards unless --keep.
 
     .venv/bin/python bench/dashboard_queries.py --rows 30000000
@@ -37,33 +37,45 @@ from metrics_platform.settings import Settings  # noqa: E402
 from metrics_platform.stack import clickhouse_embedded  # noqa: E402
 
 # 5 services, 3 envs, 20 agents, 8 models over 4 providers, 40 routes, 50k users, 3 % errors,
-# latency log-normal around 400 ms: the shape of performance.md's measurements.
+# latency log-normal around 400 ms (performance.md's shape), as the finalizer writes spans: a quarter
+# requests, then LLM calls, tool calls and agent steps. ingested_at follows ts (live traffic), so
+# the table has one partition per day as in production.
 _FILL = """
 INSERT INTO agent_events
-    (ts, trace_id, span_id, parent_span_id, name, service, env, agent, operation, model, provider, route,
-     user_id_hash, status, error_type, latency_ms, tokens_prompt, tokens_completion, cost_usd, attrs)
+    (ts, trace_id, span_id, parent_span_id, name, kind, is_request, span_kind, service, env, agent, operation,
+     model, provider, route, tool, user_id_hash, status, error_type, latency_ms, tokens_prompt, tokens_completion,
+     tokens_cache_read, cost_usd, cost_computed_usd, cost_source, attrs, ingested_at, inbox_block)
 SELECT
     now64(3) - toIntervalMillisecond(rand(1) % (30 * 86400000)) AS ts,
-    lower(hex(reinterpretAsFixedString(cityHash64(number, 1)))) || lower(hex(reinterpretAsFixedString(rand64(2))))
-        AS trace_id,
+    lower(hex(reinterpretAsFixedString(cityHash64(intDiv(number, 4), 1))))
+        || lower(hex(reinterpretAsFixedString(cityHash64(intDiv(number, 4), 3)))) AS trace_id,
     lower(hex(reinterpretAsFixedString(cityHash64(number, 2)))) AS span_id,
-    '' AS parent_span_id,
-    'chat' AS name,
+    if(number % 4 = 0, '', lower(hex(reinterpretAsFixedString(cityHash64(number - number % 4, 2))))) AS parent_span_id,
+    kind AS name,
+    ['request', 'llm', 'llm', 'tool', 'llm', 'agent', 'tool', 'llm'][1 + number % 8] AS kind,
+    kind = 'request' AS is_request,
+    if(kind = 'request', 'server', if(kind = 'llm', 'client', 'internal')) AS span_kind,
     concat('svc-', toString(rand(3) % 5)) AS service,
     ['prod', 'staging', 'dev'][1 + rand(4) % 3] AS env,
     concat('agent-', toString(rand(5) % 20)) AS agent,
-    'chat' AS operation,
-    concat('model-', toString(rand(6) % 8)) AS model,
-    ['openai', 'anthropic', 'google', 'groq'][1 + (rand(6) % 8) % 4] AS provider,
+    multiIf(kind = 'llm', 'chat', kind = 'tool', 'execute_tool', kind = 'agent', 'invoke_agent', '') AS operation,
+    if(kind = 'llm', concat('model-', toString(rand(6) % 8)), '') AS model,
+    if(kind = 'llm', ['openai', 'anthropic', 'google', 'groq'][1 + (rand(6) % 8) % 4], '') AS provider,
     concat('POST /v1/route-', toString(rand(7) % 40)) AS route,
+    if(kind = 'tool', concat('tool-', toString(rand(12) % 10)), '') AS tool,
     lower(hex(SHA256(concat('salt', toString(rand(8) % 50000))))) AS user_id_hash,
     if(rand(9) % 100 < 3, 'error', 'ok') AS status,
     if(status = 'error', 'Timeout', '') AS error_type,
     toUInt32(least(exp(6 + randNormal(0, 1)), 600000)) AS latency_ms,
-    toUInt32(rand(10) % 4000) AS tokens_prompt,
-    toUInt32(rand(11) % 800) AS tokens_completion,
-    toDecimal64((tokens_prompt * 2 + tokens_completion * 8) / 1e6, 6) AS cost_usd,
-    '{}' AS attrs
+    toUInt32(if(kind = 'llm', rand(10) % 4000, 0)) AS tokens_prompt,
+    toUInt32(if(kind = 'llm', rand(11) % 800, 0)) AS tokens_completion,
+    toUInt32(tokens_prompt * (rand(13) % 50) / 100) AS tokens_cache_read,
+    toDecimal64((tokens_prompt * 2 + tokens_completion * 8) / 1e6, 10) AS cost_usd,
+    cost_usd AS cost_computed_usd,
+    if(kind = 'llm', 'computed', '') AS cost_source,
+    '{}' AS attrs,
+    ts AS ingested_at,
+    0 AS inbox_block
 FROM numbers({offset:UInt64}, {count:UInt64})
 """
 
@@ -88,25 +100,18 @@ def main() -> None:
                 bar.update(count)
         insert_s = time.perf_counter() - started
         # The steady state after background merges; a freshly inserted table has many small parts.
-        for table in (
-            "agent_metrics_1m_state",
-            "route_metrics_1h_state",
-            "route_metrics_1d_state",
-            "user_cost_1d_state",
-        ):
-            ch.command(f"OPTIMIZE TABLE {table} FINAL")
+        ch.command("OPTIMIZE TABLE agent_events FINAL")
         sizes = dict(
             ch.query(
-                "SELECT table, sum(rows) FROM system.parts WHERE active AND database = currentDatabase() "
-                "AND table IN ('agent_events', 'agent_metrics_1m_state', 'route_metrics_1h_state', "
-                "'route_metrics_1d_state', 'user_cost_1d_state') GROUP BY table"
+                "SELECT name, sum(rows) FROM system.projection_parts WHERE active AND database = currentDatabase() "
+                "AND table = 'agent_events' GROUP BY name"
             ).result_rows
         )
         print(
             f"\ninserted {args.rows:,} events in {insert_s:.0f} s ({args.rows / insert_s:,.0f} rows/s, "
-            "materialized views included)"
+            "every rollup projection included)"
         )
-        print("rows: " + ", ".join(f"{table} {rows:,}" for table, rows in sorted(sizes.items())))
+        print("rollup rows: " + ", ".join(f"{name} {rows:,}" for name, rows in sorted(sizes.items())))
         print("\n| question | p50 ms | p95 ms | rows returned |\n|---|---|---|---|")
         for name in dashboards.available():
             dashboards.run(ch, name)  # warm-up

@@ -1,9 +1,11 @@
 """End-to-end benchmark: OTLP/HTTP → Collector → Kafka → ClickHouse, on whatever stack runs.
 
 Senders in separate processes POST pre-built OTLP protobuf batches to the Collector as fast as
-it accepts them (or at --rate); meanwhile a probe sends one span every 0.5 s and times how long
-until it is queryable. Prints one table. Run `make up` first (or point the METRICS_PLATFORM_*
-variables at another stack).
+it accepts them (or at --rate). Each trace is shaped like an instrumented application's: a request
+span with the route and the user, and LLM call children with tokens but no cost, so ClickHouse
+attributes and prices every call. Meanwhile a probe sends one such trace every 0.5 s and times
+how long until it is queryable (span_inbox) and final (attributed and priced in agent_events).
+Prints one table. Run `make up` first (or point the METRICS_PLATFORM_* variables at another stack).
 
     .venv/bin/python bench/e2e_throughput.py --duration 30 --senders 2
 """
@@ -37,29 +39,40 @@ def _kv(key: str, value: str | int | float) -> KeyValue:
 
 
 def build_payload(service: str, traces: int, spans_per_trace: int, end_ns: int | None = None) -> bytes:
-    """One ExportTraceServiceRequest: ``traces`` traces of ``spans_per_trace`` LLM-like spans."""
+    """One ExportTraceServiceRequest of ``traces`` traces: a request span and LLM call children."""
     now = end_ns or time.time_ns()
     spans = []
     for t in range(traces):
-        trace_id = secrets.token_bytes(16)
-        for s in range(spans_per_trace):
+        trace_id, root_id = secrets.token_bytes(16), secrets.token_bytes(8)
+        route = f"POST /v1/route{t % 8}"
+        spans.append(
+            Span(
+                trace_id=trace_id,
+                span_id=root_id,
+                name=route,
+                kind=Span.SPAN_KIND_SERVER,
+                start_time_unix_nano=now - 1_000_000_000,
+                end_time_unix_nano=now,
+                attributes=[_kv("http.route", route), _kv("user_id", f"u-{t % 500}")],
+            )
+        )
+        for s in range(spans_per_trace - 1):
+            model, provider = (("gpt-4.1", "openai"), ("claude-sonnet-4-5", "anthropic"))[(t + s) % 2]
             spans.append(
                 Span(
                     trace_id=trace_id,
                     span_id=secrets.token_bytes(8),
-                    name="chat gpt-4.1",
+                    parent_span_id=root_id,
+                    name=f"chat {model}",
                     kind=Span.SPAN_KIND_CLIENT,
                     start_time_unix_nano=now - 800_000_000 - s * 1_000_000,
-                    end_time_unix_nano=now,
+                    end_time_unix_nano=now - 1_000_000,
                     attributes=[
                         _kv("gen_ai.operation.name", "chat"),
-                        _kv("gen_ai.request.model", ("gpt-4.1", "claude-sonnet-4")[(t + s) % 2]),
-                        _kv("gen_ai.provider.name", ("openai", "anthropic")[(t + s) % 2]),
-                        _kv("route", f"POST /v1/route{t % 8}"),
+                        _kv("gen_ai.request.model", model),
+                        _kv("gen_ai.provider.name", provider),
                         _kv("gen_ai.usage.input_tokens", 500 + s),
                         _kv("gen_ai.usage.output_tokens", 120),
-                        _kv("cost_usd", 0.0031),
-                        _kv("user_id", f"u-{t % 500}"),
                     ],
                 )
             )
@@ -103,24 +116,27 @@ def sender(port: int, service: str, duration_s: float, rate: float, sent: mp.Val
             time.sleep(0.1)
 
 
-def probe(settings: Settings, service: str, stop: threading.Event, delays: list[float]) -> None:
-    """Send one span every 0.5 s and record seconds from its end to being queryable."""
+def probe(settings: Settings, service: str, stop: threading.Event, delays: dict[str, list[float]]) -> None:
+    """Send one trace every 0.5 s; record seconds from its end to queryable (inbox) and final (attributed)."""
     ch = clickhouse.client(settings.clickhouse)
     conn = http.client.HTTPConnection("127.0.0.1", settings.collector.otlp_http_port, timeout=30)
+    checks = {
+        "queryable": "SELECT count() FROM span_inbox WHERE trace_id = {t:String}",
+        "final": "SELECT count() FROM agent_events WHERE trace_id = {t:String} AND kind = 'llm' AND user_id_hash != ''",
+    }
     while not stop.is_set():
         emitted = time.time_ns()
-        body = build_payload(service, 1, 1, end_ns=emitted)
+        body = build_payload(service, 1, 2, end_ns=emitted)
         trace_hex = ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
         conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
         conn.getresponse().read()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            found = ch.query(
-                "SELECT count() FROM agent_events WHERE trace_id = {t:String}", parameters={"t": trace_hex}
-            )
-            if found.result_rows[0][0]:
-                delays.append((time.time_ns() - emitted) / 1e9)
-                break
+        deadline = time.monotonic() + 120
+        pending = dict(checks)
+        while pending and time.monotonic() < deadline:
+            for what, sql in list(pending.items()):
+                if ch.query(sql, parameters={"t": trace_hex}).result_rows[0][0]:
+                    delays[what].append((time.time_ns() - emitted) / 1e9)
+                    del pending[what]
             time.sleep(0.05)
         stop.wait(0.5)
 
@@ -142,11 +158,11 @@ def main() -> None:
     run = uuid.uuid4().hex[:8]
     service, probe_service = f"bench-{run}", f"bench-probe-{run}"
 
-    idle_delays: list[float] = []
+    idle_delays: dict[str, list[float]] = {"queryable": [], "final": []}
     stop = threading.Event()
     idle = threading.Thread(target=probe, args=(settings, probe_service, stop, idle_delays))
     idle.start()
-    time.sleep(5)
+    time.sleep(5 + settings.ingest.attribution_delay_s)
     stop.set()
     idle.join()
 
@@ -159,7 +175,7 @@ def main() -> None:
         )
         for _ in range(args.senders)
     ]
-    load_delays: list[float] = []
+    load_delays: dict[str, list[float]] = {"queryable": [], "final": []}
     stop = threading.Event()
     loaded = threading.Thread(target=probe, args=(settings, probe_service, stop, load_delays))
     start = time.time()
@@ -171,35 +187,41 @@ def main() -> None:
     stop.set()
     loaded.join()
 
-    # Wait until ingestion settles, then measure the ingest window from ClickHouse's own clock.
+    # Wait until final rows settle, then measure the window from ClickHouse's own clock.
     last, stable_since = -1, time.monotonic()
-    while time.monotonic() - stable_since < 5:
+    while time.monotonic() - stable_since < 5 + settings.ingest.attribution_delay_s:
         count = ch.query("SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service})
         count = count.result_rows[0][0]
         if count != last:
             last, stable_since = count, time.monotonic()
         time.sleep(1)
-    first, last_ingest = ch.query(
-        "SELECT toUnixTimestamp64Milli(min(ingested_at)), toUnixTimestamp64Milli(max(ingested_at)) "
+    last_ingest, last_final, attributed = ch.query(
+        "SELECT toUnixTimestamp64Milli(max(ingested_at)), toUnixTimestamp64Milli(max(finalized_at)), "
+        "countIf(kind != 'llm' OR (user_id_hash != '' AND cost_source = 'computed')) "
         "FROM agent_events WHERE service = {s:String}",
         parameters={"s": service},
     ).result_rows[0]
     window = max((last_ingest / 1000) - start, 1e-9)
+    final_window = max((last_final / 1000) - start, 1e-9)
+
+    def delays(found: dict[str, list[float]], what: str) -> str:
+        values = found[what]
+        return f"{percentile(values, 50):.2f} / {percentile(values, 95):.2f} (n={len(values)})"
+
     rows = [
         ("senders / duration", f"{args.senders} / {args.duration:.0f} s"),
         ("spans accepted by the Collector", f"{sent.value:,}"),
         ("offered rate (accepted spans/s)", f"{sent.value / args.duration:,.0f}"),
-        ("spans in agent_events", f"{last:,}"),
+        ("spans in agent_events (final)", f"{last:,}"),
         ("lost (accepted − stored)", f"{sent.value - last:,}"),
-        ("sustained end to end (stored spans/s)", f"{last / window:,.0f}"),
-        (
-            "emit → queryable, idle p50 / p95 (s)",
-            f"{percentile(idle_delays, 50):.2f} / {percentile(idle_delays, 95):.2f} (n={len(idle_delays)})",
-        ),
-        (
-            "emit → queryable, under load p50 / p95 (s)",
-            f"{percentile(load_delays, 50):.2f} / {percentile(load_delays, 95):.2f} (n={len(load_delays)})",
-        ),
+        ("attributed and priced", f"{attributed:,} of {last:,}"),
+        ("sustained into ClickHouse (spans/s)", f"{last / window:,.0f}"),
+        ("sustained final, attributed (spans/s)", f"{last / final_window:,.0f}"),
+        ("emit → queryable (span_inbox), idle p50 / p95 (s)", delays(idle_delays, "queryable")),
+        ("emit → final (agent_events), idle p50 / p95 (s)", delays(idle_delays, "final")),
+        ("emit → queryable, under load p50 / p95 (s)", delays(load_delays, "queryable")),
+        ("emit → final, under load p50 / p95 (s)", delays(load_delays, "final")),
+        ("attribution delay (METRICS_PLATFORM_ATTRIBUTION_DELAY_SECONDS)", f"{settings.ingest.attribution_delay_s} s"),
         ("machine", f"{os.cpu_count()} cores, all components on it"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -34,26 +34,35 @@ def install() -> None:
 
 
 @main.command()
-def up() -> None:
-    """Install (cached) and start Kafka, ClickHouse and the Collector; apply migrations."""
+@click.option("--superset/--no-superset", default=True, show_default=True, help="Start Superset and its dashboards.")
+def up(superset: bool) -> None:
+    """Install (cached) and start Kafka, ClickHouse, the Collector, Dagster and Superset; apply migrations."""
     from metrics_platform.stack import platform
     from metrics_platform.stack.process import StackError
 
     settings = _settings()
     try:
-        platform.up(settings, report=click.echo)
+        platform.up(settings, report=click.echo, with_superset=superset)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
     c = settings.collector
     click.echo(
         "\nThe platform is up.\n"
         f"  send OTLP spans to   http://127.0.0.1:{c.otlp_http_port} (HTTP) or 127.0.0.1:{c.otlp_grpc_port} (gRPC)\n"
-        f"  query ClickHouse at  {settings.clickhouse.url}  (tables agent_events, agent_metrics_1m, dead_letters)\n"
+        f"  query ClickHouse at  {settings.clickhouse.url}  (tables agent_events, span_inbox, dead_letters)\n"
         f"  Kafka                {settings.kafka.bootstrap_servers}  (topics {settings.kafka.spans_topic}, "
         f"{settings.kafka.events_topic})\n"
         f"  Dagster UI           http://127.0.0.1:{settings.dagster_port}  (assets, backfills, checks, sensors)\n"
-        f"  logs                 {settings.log_dir}\n"
+        + (_superset_line(settings) + "\n" if superset else "")
+        + f"  logs                 {settings.log_dir}\n"
         "  stop with            metrics-platform down"
+    )
+
+
+def _superset_line(settings: Settings) -> str:
+    return (
+        f"  dashboards           {settings.superset.url}  (Superset: user {settings.superset.admin_user}, "
+        f"password in {settings.state_dir / 'secrets' / 'superset_admin_password'})"
     )
 
 
@@ -187,9 +196,9 @@ def replay(days: tuple[str, ...], history_dir: str | None) -> None:
 @click.option("--start", required=True, help="Window start, ISO time (UTC).")
 @click.option("--end", required=True, help="Window end, ISO time (UTC).")
 @click.option("--rollup", "names", multiple=True, help="Rollup(s) to check (default: all).")
-@click.option("--repair", is_flag=True, help="Rebuild the window from raw events first.")
+@click.option("--repair", is_flag=True, help="Materialize the rollups for the window's parts that lack them first.")
 def audit(start: str, end: str, names: tuple[str, ...], repair: bool) -> None:
-    """Compare rollups with raw events for a window (and optionally repair them); exit 1 on mismatch."""
+    """Compare rollups (projections) with raw events for a window; exit 1 on mismatch."""
     from metrics_platform import clickhouse, rollup_audit
     from metrics_platform.rollups import ROLLUPS
 
@@ -202,15 +211,83 @@ def audit(start: str, end: str, names: tuple[str, ...], repair: bool) -> None:
     for name in names or tuple(ROLLUPS):
         rollup = ROLLUPS[name]
         if repair:
-            click.echo(f"{name}: rebuilt {rollup_audit.rebuild(ch, *window, rollup):,} rows")
+            click.echo(f"{name}: materialized for {rollup_audit.repair(ch, *window, rollup):,} part(s)")
         result = rollup_audit.audit(ch, *window, rollup)
         passed = passed and result.passed
         click.echo(
-            f"{name}: {result.groups:,} groups, {result.raw_calls:,} raw calls, {len(result.mismatches)} mismatch(es)"
+            f"{name}: {result.groups:,} groups, {result.raw_spans:,} raw spans, {len(result.mismatches)} mismatch(es), "
+            f"{result.parts_without_projection} part(s) without it"
         )
         for m in result.mismatches[:20]:
             click.echo(f"  {m.key} {m.field}: rollup {m.rollup} vs raw {m.raw}")
     sys.exit(0 if passed else 1)
+
+
+@main.group()
+def prices() -> None:
+    """The model price table: load it, list unpriced models, reprice past days."""
+
+
+@prices.command("load")
+def prices_load() -> None:
+    """Load genai-prices plus the overrides file into ClickHouse (what the Dagster asset model_prices does)."""
+    from metrics_platform import clickhouse
+    from metrics_platform.prices.load import load_prices
+    from metrics_platform.prices.overrides import OverridesError
+
+    settings = _settings()
+    try:
+        result = load_prices(clickhouse.client(settings.clickhouse), settings.price_overrides)
+    except OverridesError as exc:
+        raise click.ClickException(f"price overrides not loaded; the prices in force stay:\n{exc}") from exc
+    click.echo(
+        f"{result.entries:,} price entries for {result.models:,} models, {result.aliases:,} model names, "
+        f"{result.overrides} override(s) from {settings.price_overrides}"
+    )
+    for provider, model in result.seen_unpriced:
+        click.echo(f"  seen without a price: {provider or '(no provider)'} {model}")
+
+
+@prices.command("unpriced")
+@click.option("--hours", default=24, show_default=True, help="How far back to look.")
+def prices_unpriced(hours: int) -> None:
+    """LLM calls whose model has no price in force, by model; exit 1 if there are any."""
+    from metrics_platform import clickhouse
+    from metrics_platform.prices.load import unpriced_models
+
+    found = unpriced_models(clickhouse.client(_settings().clickhouse), hours)
+    for u in found:
+        click.echo(f"{u.provider or '(none)':<16} {u.model or '(none)':<32} {u.response_model or '':<32} {u.calls:>8,}")
+    if not found:
+        click.echo(f"every LLM call of the last {hours} h has a price")
+    sys.exit(1 if found else 0)
+
+
+@prices.command("recompute")
+@click.option("--start", required=True, help="First day, YYYY-MM-DD (UTC).")
+@click.option("--end", required=True, help="Last day, YYYY-MM-DD (UTC), inclusive.")
+def prices_recompute(start: str, end: str) -> None:
+    """Reprice the LLM calls of [start, end] with the prices loaded now (reported cost is kept)."""
+    import uuid
+    from datetime import date
+
+    from metrics_platform import clickhouse
+    from metrics_platform.prices.recompute import recompute_cost
+
+    try:
+        first, last = date.fromisoformat(start), date.fromisoformat(end)
+    except ValueError as exc:
+        raise click.UsageError(f"--start/--end must be YYYY-MM-DD: {exc}") from exc
+    if last < first:
+        raise click.UsageError(f"--end {last} is before --start {first}")
+    days = recompute_cost(clickhouse.client(_settings().clickhouse), first, last, f"cli-{uuid.uuid4().hex[:12]}")
+    for d in days:
+        click.echo(
+            f"{d.day}: {d.after.llm_calls:,} LLM calls, cost {d.before.cost_usd:.6f} -> {d.after.cost_usd:.6f} USD "
+            f"(reported {d.after.reported_usd:.6f}), unpriced {d.before.unpriced:,} -> {d.after.unpriced:,}"
+        )
+    if not days:
+        click.echo(f"no LLM calls between {first} and {last}")
 
 
 @main.command()
@@ -263,25 +340,95 @@ def summary() -> None:
             break
         last = count
         time.sleep(2)
-    events, traces, errors, cost = ch.query(
-        "SELECT count(), uniqExact(trace_id), countIf(status != 'ok'), sum(cost_usd) FROM agent_events"
+    spans, traces, requests, failed, llm_calls, cost = ch.query(
+        "SELECT count(), uniqExact(trace_id), countIf(is_request), countIf(is_request AND status != 'ok'), "
+        "countIf(kind = 'llm'), sum(cost_usd) FROM agent_events"
     ).result_rows[0]
+    waiting = ch.query("SELECT count() FROM span_inbox WHERE ingested_at > (SELECT max(ingested_at) FROM agent_events)")
     dead = ch.query("SELECT count() FROM dead_letters").result_rows[0][0]
-    click.echo(f"agent_events: {events:,} spans in {traces:,} traces, {errors:,} errors, ${cost:.2f} of LLM cost")
+    click.echo(
+        f"agent_events: {spans:,} spans in {traces:,} traces: {requests:,} requests ({failed:,} failed), "
+        f"{llm_calls:,} LLM calls, ${cost:.4f} of LLM cost; {waiting.result_rows[0][0]:,} spans still settling"
+    )
     click.echo(f"dead_letters: {dead:,}")
-    click.echo("\nTop routes by p95 latency over the last hour (agent_metrics_1m):")
+    click.echo("\nRoutes by p95 request latency over the last hour (rollup p_route_minute):")
     rows = ch.query(
-        "SELECT route, sum(calls) AS n, round(quantilesTDigestMerge(0.5, 0.95)(latency_q)[2]) AS p95_ms, "
-        "round(sum(errors) / n * 100, 2) AS error_pct FROM agent_metrics_1m_state "
-        "WHERE ts_min > now() - INTERVAL 1 HOUR GROUP BY route ORDER BY p95_ms DESC LIMIT 5"
+        "SELECT route, count() AS n, round(quantilesTDigest(0.5, 0.95)(latency_ms)[2]) AS p95_ms, "
+        "round(countIf(status != 'ok') / n * 100, 2) AS error_pct FROM agent_events "
+        "WHERE toStartOfMinute(ts) > now() - INTERVAL 1 HOUR AND is_request GROUP BY route ORDER BY p95_ms DESC LIMIT 5"
     ).result_rows
     for route, calls, p95, error_pct in rows:
-        click.echo(f"  {route or '(none)':<32} {calls:>8,} calls  p95 {p95:>8,.0f} ms  errors {error_pct:>5}%")
+        click.echo(f"  {route or '(none)':<32} {calls:>8,} requests  p95 {p95:>8,.0f} ms  errors {error_pct:>5}%")
     click.echo(
-        f"\nQuery it yourself: curl '{settings.clickhouse.url}/?query=SELECT+*+FROM+agent_metrics_1m+LIMIT+5'\n"
+        f"\nQuery it yourself: curl '{settings.clickhouse.url}/?query="
+        "SELECT+kind,count()+FROM+agent_events+GROUP+BY+kind'\n"
         "or in Python: clickhouse_connect.get_client(host='127.0.0.1', port="
         f"{settings.clickhouse.http_port}).query_df('SELECT * FROM agent_events LIMIT 5')"
     )
+    from metrics_platform.bi.spec import load_all
+    from metrics_platform.stack import superset
+
+    if superset.healthy(settings):
+        click.echo("\nDashboards:\n" + _superset_line(settings).replace("dashboards ", "Superset   "))
+        for board in load_all():
+            click.echo(f"  {board.title:<19}  {settings.superset.url}/superset/dashboard/{board.slug}/")
+
+
+@main.group()
+def dashboards() -> None:
+    """Superset dashboards defined in deploy/superset/dashboards/*.yaml."""
+
+
+@dashboards.command("provision")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+def dashboards_provision(files: tuple[str, ...]) -> None:
+    """Create or update the dashboards (all files, or the FILES given) in the running Superset."""
+    from pathlib import Path
+
+    from metrics_platform.bi import provision, spec
+    from metrics_platform.bi.client import SupersetError
+
+    settings = _settings()
+    try:
+        chosen = [spec.load(Path(f)) for f in files] if files else None
+        provision.provision(settings, chosen, report=click.echo)
+    except (spec.SpecError, SupersetError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@dashboards.command("portal")
+@click.option("--port", type=int, default=None, help="Default: METRICS_PLATFORM_SUPERSET_PORTAL_PORT (8089).")
+def dashboards_portal(port: int | None) -> None:
+    """Serve the demo customer portal: http://127.0.0.1:PORT/?account_id=ID embeds that account's usage."""
+    from metrics_platform.bi import portal
+
+    settings = _settings()
+    server = portal.server(settings, port)
+    click.echo(f"customer portal on http://127.0.0.1:{server.server_address[1]}/?account_id=<billing account id>")
+    import contextlib
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it stops
+        server.serve_forever()
+
+
+@dashboards.command("screenshot")
+@click.argument("slugs", nargs=-1)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="docs/screenshots", show_default=True)
+def dashboards_screenshot(slugs: tuple[str, ...], out_dir: str) -> None:
+    """Render dashboards in headless Chromium and save superset-<slug>.png (default: every file's)."""
+    from pathlib import Path
+
+    from metrics_platform.bi import render, spec
+
+    settings = _settings()
+    chosen = slugs or tuple(d.slug for d in spec.load_all())
+    pages = [(f"/superset/dashboard/{slug}/", Path(out_dir) / f"superset-{slug}.png") for slug in chosen]
+    try:
+        for page in render.render(settings, pages):
+            state = "timed out" if page.timed_out else "drawn"
+            click.echo(f"{page.file}: {page.charts} charts {state}, errors: {page.errors or 'none'}")
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ days and names the models that moved beyond the thresholds.
 
 What counts, on ``agent_events``:
 
-* an LLM call: a span with a model that produced output (tokens_completion > 0), declares a
+* an LLM call: a span of kind ``llm`` that produced output (tokens_completion > 0), declares a
   generation operation (chat, text_completion, generate_content), or is a refusal — embeddings
-  and tool steps are not;
+  are not;
 * a refusal: attribute ``refusal`` true (bool or string), ``gen_ai.response.finish_reasons``
   containing ``content_filter`` (an array in flat events; the OTLP path stores the OTLP array's
   JSON text, ``{"values":[{"stringValue":"content_filter"}]}``), or error_type ``ContentFilter``;
@@ -60,7 +60,7 @@ FROM
 (
     SELECT model, operation, tokens_completion, {REFUSAL_SQL} AS refused
     FROM agent_events
-    WHERE toDate(ts) = {{day:Date}} AND model != ''
+    WHERE toDate(ts) = {{day:Date}} AND kind = 'llm' AND model != ''
 )
 WHERE tokens_completion > 0 OR operation IN {{ops:Array(String)}} OR refused
 GROUP BY model

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from metrics_platform.demo import DEPLOYMENTS, LLM_ERRORS, MODELS, PRICE_PER_1M_USD
+from metrics_platform.demo import DEPLOYMENTS, LIST_PRICES_PER_1M, LLM_ERRORS, MODELS
 from metrics_platform.enrichment.billing import DEMO_USER_IDS, user_hash
 
 # One in this many lines is deliberately broken, to show what the replay does with rejects.
@@ -25,9 +25,9 @@ BAD_LINE_EVERY = 500
 def _event(rng: random.Random, ts: datetime, user_hashes: list[str]) -> dict:
     deployment = rng.choices(DEPLOYMENTS, weights=[d.weight for d in DEPLOYMENTS])[0]
     model = rng.choice(deployment.models)
-    provider = MODELS[model][0]
+    provider = MODELS[model].provider
     tokens_in, tokens_out = rng.randint(50, 4000), rng.randint(10, 800)
-    price_in, price_out = PRICE_PER_1M_USD[model]
+    price_in, price_out = LIST_PRICES_PER_1M[model]
     failed = rng.random() < 0.03
     return {
         "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -44,7 +44,7 @@ def _event(rng: random.Random, ts: datetime, user_hashes: list[str]) -> dict:
         "user_id_hash": rng.choice(user_hashes),
         "status": "error" if failed else "ok",
         "error_type": rng.choice(LLM_ERRORS) if failed else "",
-        "latency_ms": round(rng.lognormvariate(6.4, 0.7) * MODELS[model][2], 1),
+        "latency_ms": round(rng.lognormvariate(6.4, 0.7) * MODELS[model].speed, 1),
         "tokens_prompt": tokens_in,
         "tokens_completion": tokens_out,
         "cost_usd": round((tokens_in * price_in + tokens_out * price_out) / 1e6, 6),

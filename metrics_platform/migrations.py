@@ -4,6 +4,8 @@ Migrations are the ordered ``sql/NNNN_name.sql`` files. Each is a template: ``{{
 placeholders are filled from settings (broker list, topics, retention) at apply time, while the
 checksum covers the template, so moving a broker does not look like an edited migration.
 Statements are idempotent (``IF NOT EXISTS``), so a run that died half-way is simply re-run.
+A statement that cannot be written idempotently (moving a table aside, a one-time copy) carries a
+guard comment ``-- if: <query>``: it runs only while the query returns a non-zero first value.
 A migration edited after it was applied is refused: fix forward with a new file.
 """
 
@@ -34,6 +36,7 @@ ORDER BY version
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _PLACEHOLDER_RE = re.compile(r"\{\{(\w+)\}\}")
+_GUARD_RE = re.compile(r"^\s*--\s*if:\s*(.+?)\s*$", re.MULTILINE)
 
 
 class MigrationError(RuntimeError):
@@ -83,7 +86,21 @@ def template_values(settings: Settings) -> dict[str, str]:
         "kafka_num_consumers": str(settings.kafka_num_consumers),
         "kafka_flush_interval_ms": str(settings.kafka_flush_interval_ms),
         "retention_days": str(settings.retention_days),
+        "database": settings.clickhouse.database,
+        # inside SQL string literals (dictionary sources)
+        "clickhouse_user": _sql_string(settings.clickhouse.user),
+        "clickhouse_password": _sql_string(settings.clickhouse.password),
+        "attribution_delay_seconds": str(settings.ingest.attribution_delay_s),
+        "context_lookback_seconds": str(settings.ingest.context_lookback_s),
+        "inbox_retention_hours": str(settings.ingest.inbox_retention_hours),
+        "finalizer_max_rows": str(settings.ingest.finalizer_max_rows),
+        "max_future_seconds": str(settings.ingest.max_future_s),
     }
+
+
+def _sql_string(value: str) -> str:
+    """``value`` escaped for the inside of a single-quoted ClickHouse string literal."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def render(migration: Migration, values: dict[str, str]) -> str:
@@ -137,6 +154,12 @@ def _has_code(statement: str) -> bool:
     return any(line.strip() and not line.strip().startswith("--") for line in statement.splitlines())
 
 
+def guard(statement: str) -> str | None:
+    """The statement's ``-- if:`` query, or None when it always runs."""
+    match = _GUARD_RE.search(statement)
+    return match.group(1) if match else None
+
+
 def applied_checksums(ch: Client) -> dict[int, str]:
     ch.command(LEDGER_DDL)
     rows = ch.query("SELECT version, argMax(checksum, applied_at) FROM schema_migrations GROUP BY version")
@@ -172,7 +195,9 @@ def migrate(
         statements = split_statements(render(m, values))
         for index, statement in enumerate(statements, start=1):
             try:
-                ch.command(statement)
+                condition = guard(statement)
+                if condition is None or _truthy(ch.command(condition)):
+                    ch.command(statement)
             except Exception as exc:
                 first_line = next(ln for ln in statement.splitlines() if not ln.lstrip().startswith("--"))
                 raise MigrationError(
@@ -182,3 +207,9 @@ def migrate(
                 on_statement(m, index, len(statements))
         ch.insert("schema_migrations", [[m.version, m.name, m.checksum]], ["version", "name", "checksum"])
     return pending
+
+
+def _truthy(result: object) -> bool:
+    # clickhouse-connect's command() returns the single value, or a list for several columns.
+    value = result[0] if isinstance(result, list) else result
+    return str(value).strip() not in ("", "0", "false")

@@ -25,26 +25,47 @@ def collector_queue(metrics_port: int, host: str = "127.0.0.1") -> dict[str, flo
 
 
 # Replays insert old events on purpose: delays are measured on live events only (span ended
-# within the last hour), freshness on the newest event of the last day.
+# within the last hour), freshness on the newest event of the last day. A span reaches ClickHouse
+# at ingested_at (span_inbox) and becomes final (attributed, in agent_events) at finalized_at.
 _CLICKHOUSE_SQL = """
 SELECT
     (SELECT dateDiff('millisecond', max(ts + toIntervalMillisecond(latency_ms)), now64(3)) / 1000
      FROM agent_events WHERE ts >= now() - INTERVAL 1 DAY) AS freshness_s,
     quantiles(0.5, 0.95)(dateDiff('millisecond', ts + toIntervalMillisecond(latency_ms), ingested_at) / 1000)
         AS insert_delay_s,
-    count() AS live_rows_last_5m
+    quantiles(0.5, 0.95)(dateDiff('millisecond', ts + toIntervalMillisecond(latency_ms), finalized_at) / 1000)
+        AS final_delay_s,
+    count() AS live_rows_last_5m,
+    countIf(parent_missing) AS parent_missing_last_5m
 FROM agent_events
-WHERE ingested_at >= now64(3) - INTERVAL 5 MINUTE AND ts >= now() - INTERVAL 1 HOUR
+WHERE finalized_at >= now64(3) - INTERVAL 5 MINUTE AND ts >= now() - INTERVAL 1 HOUR
+"""
+# The oldest span still waiting in the inbox, beyond its attribution delay: the finalizer's lag.
+_SETTLING_SQL = """
+SELECT count(), dateDiff('millisecond', min(ingested_at), now64(3)) / 1000
+FROM span_inbox
+WHERE ingested_at > (SELECT max(ingested_at) FROM agent_events) - INTERVAL 10 MINUTE
+  AND _block_number > (SELECT max(inbox_block) FROM agent_events)
 """
 
 
 def clickhouse_health(ch: Client) -> dict[str, float]:
-    """Freshness (now − newest span end) and insert delay (span end → stored), last 5 minutes."""
-    freshness, delays, rows = ch.query(_CLICKHOUSE_SQL).result_rows[0]
+    """Freshness (now − newest span end), insert and final delays (span end → stored / final), last
+    5 minutes; spans still settling in the inbox and the age of the oldest; recent dead letters."""
+    freshness, delays, final_delays, rows, orphans = ch.query(_CLICKHOUSE_SQL).result_rows[0]
+    settling, oldest_s = ch.query(_SETTLING_SQL).result_rows[0]
     dead = ch.query("SELECT count() FROM dead_letters WHERE received_at >= now64(3) - INTERVAL 1 HOUR")
-    health = {"live_rows_last_5m": float(rows), "dead_letters_last_1h": float(dead.result_rows[0][0])}
+    health = {
+        "live_rows_last_5m": float(rows),
+        "parent_missing_last_5m": float(orphans),
+        "settling_spans": float(settling),
+        "dead_letters_last_1h": float(dead.result_rows[0][0]),
+    }
+    if settling:
+        health["oldest_settling_s"] = float(oldest_s)
     if freshness is not None:
         health["clickhouse_freshness_s"] = float(freshness)
     if rows:
         health |= {"insert_delay_p50_s": float(delays[0]), "insert_delay_p95_s": float(delays[1])}
+        health |= {"final_delay_p50_s": float(final_delays[0]), "final_delay_p95_s": float(final_delays[1])}
     return health

@@ -66,13 +66,13 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield number, line.rstrip(b"\r\n")
 
 
-def _check(raw: bytes, start: datetime, end: datetime) -> tuple[dict | None, str]:
+def _check(raw: bytes, start: datetime, end: datetime, accepted: tuple[datetime, datetime]) -> tuple[dict | None, str]:
     """The record and "" when the line is a valid event of [start, end), else None and why."""
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return None, f"not JSON: {exc}"
-    reason = contract.validate(record)
+    reason = contract.validate(record, accepted)
     if reason is not None:
         return None, reason
     if not start <= contract.event_time(record) < end:
@@ -80,8 +80,13 @@ def _check(raw: bytes, start: datetime, end: datetime) -> tuple[dict | None, str
     return record, ""
 
 
-def read_day(files: list[Path], day: date, report: ReplayReport) -> dict[tuple[str, str], dict]:
-    """Valid events of ``day`` keyed by (trace_id, span_id); rejects are added to ``report``."""
+def read_day(
+    files: list[Path], day: date, report: ReplayReport, accepted: tuple[datetime, datetime]
+) -> dict[tuple[str, str], dict]:
+    """Valid events of ``day`` keyed by (trace_id, span_id); rejects are added to ``report``.
+
+    ``accepted`` is the window of times ClickHouse stores (contract.accepted_window).
+    """
     events: dict[tuple[str, str], dict] = {}
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     end = start + timedelta(days=1)
@@ -92,7 +97,7 @@ def read_day(files: list[Path], day: date, report: ReplayReport) -> dict[tuple[s
                 if not raw.strip():
                     continue
                 report.lines += 1
-                record, reason = _check(raw, start, end)
+                record, reason = _check(raw, start, end, accepted)
                 if record is not None:
                     key = (record["trace_id"].lower(), record["span_id"].lower())
                     if key not in events:
@@ -107,9 +112,10 @@ def read_day(files: list[Path], day: date, report: ReplayReport) -> dict[tuple[s
 
 
 def stored_keys(ch: Client, day: date) -> set[tuple[str, str]]:
-    """(trace_id, span_id) of every event already stored for ``day``."""
+    """(trace_id, span_id) of every event already stored for ``day``, final or still settling in the inbox."""
     result = ch.query(
-        "SELECT DISTINCT trace_id, span_id FROM agent_events WHERE toDate(ts) = {d:Date}",
+        "SELECT trace_id, span_id FROM agent_events WHERE toDate(ts) = {d:Date} "
+        "UNION DISTINCT SELECT trace_id, span_id FROM span_inbox WHERE toDate(ts) = {d:Date}",
         parameters={"d": day},
     )
     return {(t, s) for t, s in result.result_rows}
@@ -144,7 +150,8 @@ def replay_day(
     files = history_files(history_dir, day)
     if not files:
         return report
-    events = read_day(files, day, report)
+    accepted = contract.accepted_window(settings.retention_days, settings.ingest.max_future_s)
+    events = read_day(files, day, report, accepted)
     _keep_rejects(ch, report.rejects)
     wait_for_consumer(settings, lag_timeout_s)
     already = stored_keys(ch, day)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 
 # Table → the column its TTL is based on.
+# Rollups are projections of agent_events and expire with its rows.
 RETAINED_TABLES = {
     "agent_events": "ts",
-    "agent_metrics_1m_state": "ts_min",
     "dead_letters": "received_at",
     "cost_by_account_daily": "day",
     "model_drift_daily": "day",

@@ -1,9 +1,10 @@
-"""Verifying a rollup against raw events, and rebuilding a window of it from raw.
+"""Verifying a rollup (a projection of agent_events) against raw events, and repairing it.
 
-Counts, errors, tokens and cost must match exactly. p50/p95 come from merged t-digest states and
-are compared with a t-digest over the raw rows: they must agree within ``QUANTILE_TOLERANCE``
-(relative) or 1 ms, whichever is larger. Windows cover whole buckets (minutes, hours or days
-whose start lies in [start, end)); see metrics_platform/rollups.py.
+The same query runs twice over a window: once forced onto the projection, once with projections
+off (raw rows). Counts, errors, tokens and cost must be equal; p50/p95 from merged t-digest states
+within ``QUANTILE_TOLERANCE`` (relative) or 1 ms of a t-digest over the raw rows. Parts of the
+window that lack the projection (written before it existed) are reported too: ClickHouse answers
+them from raw rows, correctly but slowly, and the repair materializes the projection for them.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
-from metrics_platform.rollups import ROLLUPS, SUMS, Rollup
+from metrics_platform.rollups import SUMS, Rollup
 
 QUANTILE_TOLERANCE = 0.05
-DEFAULT = ROLLUPS["agent_metrics_1m"]
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,14 @@ class AuditResult:
     start: datetime
     end: datetime
     groups: int = 0
-    raw_calls: int = 0
+    raw_spans: int = 0
+    parts_without_projection: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
     max_quantile_error: float = 0.0
 
     @property
     def passed(self) -> bool:
-        return not self.mismatches
+        return not self.mismatches and not self.parts_without_projection
 
     def mismatched_keys(self) -> list[tuple[str, ...]]:
         return sorted({m.key for m in self.mismatches})
@@ -55,45 +57,76 @@ def _within(rollup: float, raw: float) -> bool:
     return abs(rollup - raw) <= max(QUANTILE_TOLERANCE * abs(raw), 1.0)
 
 
-def audit(ch: Client, start: datetime, end: datetime, rollup: Rollup = DEFAULT) -> AuditResult:
+def _answers(ch: Client, rollup: Rollup, params: dict[str, object], settings: dict[str, object]) -> dict[tuple, tuple]:
+    width = len(rollup.group_columns)
+    rows = ch.query(rollup.query(), parameters=params, settings=settings).result_rows
+    return {tuple(str(v) for v in row[:width]): tuple(row[width:]) for row in rows}
+
+
+def _partitions(ch: Client, start: datetime, end: datetime) -> list[str]:
+    """Partitions (ingest days) holding rows of the window; late rows can sit in later days."""
+    rows = ch.query(
+        "SELECT DISTINCT _partition_id FROM agent_events WHERE ts >= {start:DateTime} - INTERVAL 1 DAY "
+        "AND ts < {end:DateTime} + INTERVAL 1 DAY",
+        parameters={"start": start, "end": end},
+    ).result_rows
+    return [str(p) for (p,) in rows]
+
+
+def _parts_without(ch: Client, rollup: Rollup, partitions: list[str]) -> list[tuple[str, str]]:
+    rows = ch.query(
+        """
+        SELECT partition_id, name FROM system.parts
+        WHERE database = currentDatabase() AND table = 'agent_events' AND active AND partition_id IN {p:Array(String)}
+          AND name NOT IN (SELECT parent_name FROM system.projection_parts WHERE database = currentDatabase()
+                           AND table = 'agent_events' AND active AND name = {n:String})
+        """,
+        parameters={"p": partitions, "n": rollup.name},
+    ).result_rows
+    return [(str(p), str(n)) for p, n in rows]
+
+
+def audit(ch: Client, start: datetime, end: datetime, rollup: Rollup) -> AuditResult:
     """Compare ``rollup`` with raw aggregates for its buckets in [start, end)."""
     result = AuditResult(start, end)
-    keys = ", ".join(rollup.group_columns)
-    quantiles = ", rollup.q, raw.q" if rollup.latency else ""
-    sql = (
-        f"SELECT {keys}, "
-        + ", ".join(f"rollup.{name}, raw.{name}" for name in SUMS)
-        + f"{quantiles} FROM ({rollup.rollup_select()}) AS rollup "
-        f"FULL OUTER JOIN ({rollup.raw_select(with_states=False)}) AS raw USING ({keys}) ORDER BY {keys}"
-    )
-    width = len(rollup.group_columns)
-    for row in ch.query(sql, parameters={"start": start, "end": end}).result_rows:
-        key = tuple(str(part) for part in row[:width])
-        values = row[width:]
+    params = {"start": start, "end": end}
+    try:
+        rolled = _answers(ch, rollup, params, {"force_optimize_projection_name": rollup.name})
+    except DatabaseError as exc:
+        # No part of the window has the projection (or the window is empty): ClickHouse answers
+        # from raw rows; the parts count below says whether that is a gap.
+        if "force_optimize_projection_name" not in str(exc):
+            raise
+        rolled = _answers(ch, rollup, params, {})
+    raw = _answers(ch, rollup, params, {"optimize_use_projections": 0})
+    empty = tuple([0] * len(SUMS) + ([[0.0, 0.0]] if rollup.latency else []))
+    for key in sorted(rolled.keys() | raw.keys()):
+        mine, truth = rolled.get(key, empty), raw.get(key, empty)
         result.groups += 1
-        result.raw_calls += int(values[1])
+        result.raw_spans += int(truth[0])
         for index, name in enumerate(SUMS):
-            rolled, raw = values[2 * index], values[2 * index + 1]
-            if Decimal(str(rolled)) != Decimal(str(raw)):
-                result.mismatches.append(Mismatch(key, name, str(rolled), str(raw)))
+            if Decimal(str(mine[index])) != Decimal(str(truth[index])):
+                result.mismatches.append(Mismatch(key, name, str(mine[index]), str(truth[index])))
         if rollup.latency:
-            rolled_q, raw_q = values[2 * len(SUMS)], values[2 * len(SUMS) + 1]
-            for name, rolled, raw in zip(("p50_ms", "p95_ms"), rolled_q or [0, 0], raw_q or [0, 0], strict=True):
-                if raw:
-                    result.max_quantile_error = max(result.max_quantile_error, abs(rolled - raw) / raw)
-                if not _within(rolled, raw):
-                    result.mismatches.append(Mismatch(key, name, f"{rolled:.1f}", f"{raw:.1f}"))
+            for name, value, exact in zip(("p50_ms", "p95_ms"), mine[-1] or [0, 0], truth[-1] or [0, 0], strict=True):
+                if exact:
+                    result.max_quantile_error = max(result.max_quantile_error, abs(value - exact) / exact)
+                if not _within(value, exact):
+                    result.mismatches.append(Mismatch(key, name, f"{value:.1f}", f"{exact:.1f}"))
+    result.parts_without_projection = len(_parts_without(ch, rollup, _partitions(ch, start, end)))
     return result
 
 
-def rebuild(ch: Client, start: datetime, end: datetime, rollup: Rollup = DEFAULT) -> int:
-    """Replace ``rollup``'s buckets in [start, end) with aggregates recomputed from raw.
+def repair(ch: Client, start: datetime, end: datetime, rollup: Rollup) -> int:
+    """Materialize ``rollup`` for the window's parts that lack it; returns how many parts that was.
 
-    Run it on windows that are no longer receiving events: a span arriving between the delete and
-    the insert would be counted twice. Returns the number of rollup rows written.
+    Safe while events arrive: the projection is rebuilt from the parts' own rows.
     """
-    params = {"start": start, "end": end}
-    window = f"{rollup.bucket_column} >= {{start:DateTime}} AND {rollup.bucket_column} < {{end:DateTime}}"
-    ch.command(f"ALTER TABLE {rollup.table} DELETE WHERE {window}", parameters=params, settings={"mutations_sync": 2})
-    ch.command(f"INSERT INTO {rollup.table} {rollup.raw_select(with_states=True)}", parameters=params)
-    return int(ch.query(f"SELECT count() FROM {rollup.table} WHERE {window}", parameters=params).result_rows[0][0])
+    missing = _parts_without(ch, rollup, _partitions(ch, start, end))
+    for partition in sorted({p for p, _ in missing}):
+        ch.command(
+            f"ALTER TABLE agent_events MATERIALIZE PROJECTION {rollup.name} IN PARTITION ID {{p:String}}",
+            parameters={"p": partition},
+            settings={"mutations_sync": 2},
+        )
+    return len(missing)

@@ -1,112 +1,78 @@
-"""Every rollup of agent_events, described once for the audit and the repair.
+"""Every rollup of agent_events, described once: the projections of sql/0011.
 
-The materialized views in sql/ fill the rollups as events arrive; this registry says how each
-rollup buckets and groups raw events, so one piece of code can recompute any window from raw
-(to verify it, or to rebuild it). The rollup test and the audit prove the two agree.
+A rollup is a projection of agent_events: ClickHouse fills it in the same part as the raw rows it
+aggregates, so rollups and raw events cannot disagree, and any query whose GROUP BY keys and
+filters use a projection's keys (with the same time bucket) and its aggregates reads the
+projection instead of raw rows. This registry writes such queries (dashboards, SLO sensors, the
+audit) and names each projection for the audit, which compares it with raw events.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Exact sums every rollup carries, with the expression that computes each from raw events.
+# Aggregates every rollup carries, exactly as the projections spell them (a query matches a
+# projection only with the same expressions).
 SUMS: dict[str, str] = {
-    "calls": "toUInt64(count())",
-    "errors": "toUInt64(countIf(status != 'ok'))",
-    "tokens_prompt": "toUInt64(sum(tokens_prompt))",
-    "tokens_completion": "toUInt64(sum(tokens_completion))",
-    "cost_usd": "sum(toDecimal128(cost_usd, 6))",
+    "spans": "count()",
+    "errors": "countIf(status != 'ok')",
+    "tokens_prompt": "sum(tokens_prompt)",
+    "tokens_completion": "sum(tokens_completion)",
+    "tokens_cache_read": "sum(tokens_cache_read)",
+    "tokens_cache_write": "sum(tokens_cache_write)",
+    "tokens_reasoning": "sum(tokens_reasoning)",
+    "cost_usd": "sum(cost_usd)",
 }
-QUANTILES = "quantilesTDigest(0.5, 0.95)"
+QUANTILES = "quantilesTDigest(0.5, 0.95)(latency_ms)"
 
 
 @dataclass(frozen=True)
 class Rollup:
-    """One rollup table: its time bucket over raw ``ts``, its dimensions, whether it keeps latency."""
+    """One projection: its time bucket over ``ts``, its keys, whether it keeps latency quantiles."""
 
     name: str
-    table: str
     bucket_column: str
-    bucket: str  # SQL over agent_events.ts
+    bucket: str
     keys: tuple[str, ...]
     latency: bool
-    migration: str  # the sql/ file that creates it
-    audit_hours: int  # default audit window: a few of its buckets, not a sliver of one
+    audit_hours: int  # default audit window: a few of its buckets
 
     @property
     def group_columns(self) -> tuple[str, ...]:
         return (self.bucket_column, *self.keys)
 
-    def raw_select(self, with_states: bool) -> str:
-        """Aggregates recomputed from raw events for buckets in [{start}, {end})."""
-        columns = [f"{self.bucket} AS {self.bucket_column}", *self.keys]
-        columns += [f"{expr} AS {name}" for name, expr in SUMS.items()]
-        if self.latency:
-            function = f"{QUANTILES.replace('(', 'State(', 1)}" if with_states else QUANTILES
-            columns.append(f"{function}(latency_ms) AS {'latency_q' if with_states else 'q'}")
-        # The bucket bounds are compared on the bucket itself (whole buckets on both sides); the
-        # wider ts bounds only let ClickHouse prune partitions.
-        return (
-            f"SELECT {', '.join(columns)} FROM agent_events "
-            f"WHERE ts >= {{start:DateTime}} - INTERVAL 1 DAY AND ts < {{end:DateTime}} + INTERVAL 1 DAY "
-            f"AND {self.bucket} >= {{start:DateTime}} AND {self.bucket} < {{end:DateTime}} "
-            f"GROUP BY {', '.join(self.group_columns)}"
-        )
+    def query(self, where: str = "", keys: tuple[str, ...] | None = None) -> str:
+        """Per bucket and key, every aggregate, for buckets in [{start}, {end}) and an optional filter.
 
-    def rollup_select(self) -> str:
-        """The rollup's own aggregates for buckets in [{start}, {end}), merged across parts."""
-        columns = [*self.group_columns, *(f"sum({name}) AS {name}" for name in SUMS)]
+        ``keys`` narrows the grouping to a subset of the projection's keys (still answered by it).
+        """
+        keys = self.keys if keys is None else keys
+        columns = [f"{self.bucket} AS {self.bucket_column}", *keys, *(f"{e} AS {n}" for n, e in SUMS.items())]
         if self.latency:
-            columns.append(f"{QUANTILES.replace('(', 'Merge(', 1)}(latency_q) AS q")
+            columns.append(f"{QUANTILES} AS latency_q")
+        condition = f"{self.bucket} >= {{start:DateTime}} AND {self.bucket} < {{end:DateTime}}"
         return (
-            f"SELECT {', '.join(columns)} FROM {self.table} "
-            f"WHERE {self.bucket_column} >= {{start:DateTime}} AND {self.bucket_column} < {{end:DateTime}} "
-            f"GROUP BY {', '.join(self.group_columns)}"
+            f"SELECT {', '.join(columns)} FROM agent_events WHERE {condition}{f' AND ({where})' if where else ''} "
+            f"GROUP BY {', '.join((self.bucket_column, *keys))}"
         )
 
 
 ROLLUPS: dict[str, Rollup] = {
     rollup.name: rollup
     for rollup in (
-        Rollup(
-            "agent_metrics_1m",
-            "agent_metrics_1m_state",
-            "ts_min",
-            "toStartOfMinute(ts)",
-            ("service", "env", "agent", "route", "model", "provider"),
-            latency=True,
-            migration="0002_rollup_1m",
-            audit_hours=3,
-        ),
-        Rollup(
-            "route_metrics_1h",
-            "route_metrics_1h_state",
-            "ts_hour",
-            "toStartOfHour(ts)",
-            ("service", "env", "route"),
-            latency=True,
-            migration="0008_sized_rollups",
-            audit_hours=24,
-        ),
-        Rollup(
-            "route_metrics_1d",
-            "route_metrics_1d_state",
-            "day",
-            "toDate(ts)",
-            ("service", "env", "route"),
-            latency=True,
-            migration="0008_sized_rollups",
-            audit_hours=72,
-        ),
-        Rollup(
-            "user_cost_1d",
-            "user_cost_1d_state",
-            "day",
-            "toDate(ts)",
-            ("user_id_hash",),
-            latency=False,
-            migration="0008_sized_rollups",
-            audit_hours=72,
-        ),
+        Rollup("p_route_minute", "ts_min", "toStartOfMinute(ts)", ("service", "env", "route", "kind", "is_request"),
+               latency=True, audit_hours=3),
+        Rollup("p_route_hour", "ts_hour", "toStartOfHour(ts)", ("service", "env", "route", "kind", "is_request"),
+               latency=True, audit_hours=24),
+        Rollup("p_route_day", "day", "toDate(ts)", ("service", "env", "route", "kind", "is_request"),
+               latency=True, audit_hours=72),
+        Rollup("p_model_minute", "ts_min", "toStartOfMinute(ts)", ("service", "env", "model", "provider", "kind"),
+               latency=True, audit_hours=3),
+        Rollup("p_model_hour", "ts_hour", "toStartOfHour(ts)",
+               ("service", "env", "model", "provider", "kind", "error_type"), latency=True, audit_hours=24),
+        Rollup("p_agent_hour", "ts_hour", "toStartOfHour(ts)", ("service", "env", "agent", "tool", "kind"),
+               latency=True, audit_hours=24),
+        Rollup("p_user_day", "day", "toDate(ts)", ("user_id_hash", "kind", "is_request"),
+               latency=False, audit_hours=72),
     )
-}
+}  # fmt: skip

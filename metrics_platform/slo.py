@@ -1,4 +1,4 @@
-"""Multi-window error-rate (SLO burn) evaluation per service, agent and route.
+"""Multi-window error-rate (SLO burn) evaluation of requests per service, environment and route.
 
 A key *burns* when its error rate exceeds the target in both the long window (default 15 min)
 and the short one (default 5 min), with enough calls to mean something: the long window keeps
@@ -14,21 +14,28 @@ from clickhouse_connect.driver.client import Client
 
 from metrics_platform.settings import AlertSettings
 
+# Requests only (an LLM or HTTP call failing inside a request is not a second failed request);
+# the inner query is answered by the per-minute route rollup (projection p_route_minute).
 _QUERY = """
-SELECT service, agent, route,
+SELECT service, env, route,
        sumIf(calls, ts_min >= now() - toIntervalMinute({long:UInt32})) AS long_calls,
        sumIf(errors, ts_min >= now() - toIntervalMinute({long:UInt32})) AS long_errors,
        sumIf(calls, ts_min >= now() - toIntervalMinute({short:UInt32})) AS short_calls,
        sumIf(errors, ts_min >= now() - toIntervalMinute({short:UInt32})) AS short_errors
-FROM agent_metrics_1m_state
-WHERE ts_min >= now() - toIntervalMinute({long:UInt32})
-GROUP BY service, agent, route
+FROM
+(
+    SELECT toStartOfMinute(ts) AS ts_min, service, env, route, count() AS calls, countIf(status != 'ok') AS errors
+    FROM agent_events
+    WHERE toStartOfMinute(ts) >= now() - toIntervalMinute({long:UInt32}) AND is_request
+    GROUP BY ts_min, service, env, route
+)
+GROUP BY service, env, route
 """
 
 
 @dataclass(frozen=True)
 class SloWindow:
-    key: tuple[str, str, str]  # service, agent, route
+    key: tuple[str, str, str]  # service, env, route
     long_calls: int
     long_errors: int
     short_calls: int
@@ -51,7 +58,7 @@ class SloWindow:
 
 
 def windows(ch: Client, alerting: AlertSettings) -> dict[tuple[str, str, str], SloWindow]:
-    """Error counts per key in both windows (from the per-minute rollup: cheap)."""
+    """Request and error counts per key in both windows (from the per-minute rollup: cheap)."""
     rows = ch.query(
         _QUERY, parameters={"long": alerting.slo_long_window_min, "short": alerting.slo_short_window_min}
     ).result_rows

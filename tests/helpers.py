@@ -22,8 +22,14 @@ def span_id() -> str:
     return secrets.token_hex(8)
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float = 60.0, what: str = "condition") -> object:
-    """Poll until ``predicate()`` is truthy and return it; fail the test with ``what`` on time-out."""
+def wait_for(
+    predicate: Callable[[], object],
+    timeout_s: float = 60.0,
+    what: str = "condition",
+    diagnose: Callable[[], str] | None = None,
+) -> object:
+    """Poll until ``predicate()`` is truthy and return it; fail the test with ``what`` on time-out
+    (and what ``diagnose()`` says about the state, if given)."""
     deadline = time.monotonic() + timeout_s
     last: object = None
     while time.monotonic() < deadline:
@@ -31,7 +37,22 @@ def wait_for(predicate: Callable[[], object], timeout_s: float = 60.0, what: str
         if last:
             return last
         time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what} (last value: {last!r})")
+    detail = f"\n{diagnose()}" if diagnose else ""
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what} (last value: {last!r}){detail}")
+
+
+def ingest_state(ch, trace_id: str) -> str:
+    """Where a trace's spans are: the inbox, agent_events, dead letters; and the finalizer's state."""
+    inbox, final = ch.query(
+        "SELECT (SELECT count() FROM span_inbox WHERE trace_id = {t:String}), "
+        "(SELECT count() FROM agent_events WHERE trace_id = {t:String})",
+        parameters={"t": trace_id},
+    ).result_rows[0]
+    dead = ch.query(
+        "SELECT error FROM dead_letters WHERE position(payload, {t:String}) > 0 LIMIT 5", parameters={"t": trace_id}
+    ).result_rows
+    refresh = ch.query("SELECT status, last_success_time, exception FROM system.view_refreshes").result_rows
+    return f"trace {trace_id}: {inbox} in span_inbox, {final} in agent_events, dead letters {dead}; finalizer {refresh}"
 
 
 def produce(settings: KafkaSettings, topic: str, payloads: Iterable[bytes | dict]) -> list[tuple[int, int]]:
@@ -58,23 +79,17 @@ def produce(settings: KafkaSettings, topic: str, payloads: Iterable[bytes | dict
     return [d for d in delivered if d is not None]
 
 
-def stored_count(ch, service: str) -> tuple[int, int]:
-    """Rows of ``service`` in agent_events, and the calls the per-minute rollup holds for it."""
-    raw, rolled = ch.query(
-        "SELECT (SELECT count() FROM agent_events WHERE service = {s:String}), "
-        "(SELECT sum(calls) FROM agent_metrics_1m_state WHERE service = {s:String})",
-        parameters={"s": service},
-    ).result_rows[0]
-    return int(raw), int(rolled or 0)
+def stored_count(ch, service: str) -> int:
+    """Rows of ``service`` in agent_events (final: attributed, priced; rollups are in the same parts)."""
+    return int(ch.command("SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service}))
 
 
 def ingest(settings: KafkaSettings, ch, service: str, events: list[dict], expected: int | None = None) -> None:
     """Produce flat events to the events topic and wait until ``service`` has ``expected`` rows
-    (default: as many as were sent) in agent_events *and* in the rollup, which the materialized
-    view writes just after the raw rows: a reader in between would see raw rows without them."""
+    (default: as many as were sent) in agent_events, after the attribution delay."""
     produce(settings, settings.events_topic, events)
     want = len(events) if expected is None else expected
-    wait_for(lambda: stored_count(ch, service) == (want, want), 60, f"{want} events of {service}")
+    wait_for(lambda: stored_count(ch, service) == want, 60, f"{want} events of {service}")
 
 
 def recent(minutes_ago: float = 10, offset_hours: int = 0) -> str:

@@ -30,7 +30,7 @@ from metrics_platform.enrichment.billing import (
 )
 from metrics_platform.enrichment.flags import parse_feature_flags
 from metrics_platform.enrichment.sources import SAMPLE_DIR, SourceError, display_source, read_source
-from tests.helpers import flat_event, ingest, trace_id, wait_for
+from tests.helpers import flat_event, ingest, span_id, trace_id, wait_for
 
 SALT = "test-salt-not-secret"  # METRICS_PLATFORM_PII_SALT of the test stack (tests/conftest.py)
 HEADER = "user_id_hash,account_id,account_name,plan"
@@ -287,18 +287,19 @@ def test_cost_by_account_daily_attributes_cost_per_account(stack, ch, tmp_path: 
     day = datetime.now(UTC).date() - timedelta(days=45)
     noon = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
     service = f"cost-{uuid.uuid4().hex[:8]}"
-    run_trace, orphan_trace = trace_id(), trace_id()
+    run_trace, orphan_trace, run_span = trace_id(), trace_id(), span_id()
 
     def event(user: str | None, cost: float, at: datetime = noon, **fields: object) -> dict:
         return flat_event(
             service, ts=_iso(at), user_id_hash=h(user) if user else "", cost_usd=cost, tokens_prompt=100, **fields
         )
 
+    # Calls are requests (spans without a parent here), tokens those of LLM calls, cost every call's.
     events = [
-        event("ann", 0.0, trace_id=run_trace, name="agent_run"),
-        event("ann", 0.010, trace_id=run_trace),
-        # a tool step carries no user: it belongs to ann through its trace
-        event(None, 0.0, trace_id=run_trace, status="error", error_type="ToolTimeout"),
+        event("ann", 0.0, trace_id=run_trace, span_id=run_span, name="agent_run"),
+        event("ann", 0.010, trace_id=run_trace, parent_span_id=run_span),
+        # a tool step carries no user: it belongs to ann through its parent
+        event(None, 0.0, trace_id=run_trace, parent_span_id=run_span, kind="tool", status="error"),
         event("bob", 0.020, at=datetime(day.year, day.month, day.day, 23, 59, 59, 999000, tzinfo=UTC)),
         event("cat", 0.005, at=datetime(day.year, day.month, day.day, tzinfo=UTC)),
         event("xavier", 0.015, status="error"),  # a user no billing account knows
@@ -332,7 +333,7 @@ def test_cost_by_account_daily_attributes_cost_per_account(stack, ch, tmp_path: 
     result = dg.materialize(assets, resources=resources.resources(), run_config=run_config)
     assert result.success
     expected = {
-        (day, "acct-1"): ("Acme", "enterprise", 4, 1, 400, Decimal("0.030000"), 2),
+        (day, "acct-1"): ("Acme", "enterprise", 2, 0, 300, Decimal("0.030000"), 2),
         (day, "acct-2"): ("Globex", "pro", 1, 0, 100, Decimal("0.005000"), 1),
         (day, "unassigned"): ("unassigned", "", 2, 1, 200, Decimal("0.016000"), 1),
         (day + timedelta(days=1), "acct-2"): ("Globex", "pro", 1, 0, 100, Decimal("0.100000"), 1),

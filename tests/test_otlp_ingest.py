@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 import uuid
+from decimal import Decimal
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -14,7 +15,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from metrics_platform import kafka_clients
-from tests.helpers import wait_for
+from tests.helpers import ingest_state, wait_for
 
 SEED_RESOURCE = {
     "service.name": "api",
@@ -43,7 +44,7 @@ def _rows(ch, trace_id: str, expected: int) -> list[dict]:
         rows = list(result.named_results())
         return rows if len(rows) >= expected else None
 
-    return wait_for(fetch, 60, f"{expected} row(s) of trace {trace_id}")
+    return wait_for(fetch, 60, f"{expected} row(s) of trace {trace_id}", lambda: ingest_state(ch, trace_id))
 
 
 def test_seed_client_example_lands_with_hashed_user_and_no_email(stack, ch):
@@ -150,10 +151,17 @@ def test_genai_semantic_conventions_map_to_columns(stack, ch):
     assert chat_row["latency_ms"] == 1234
     assert chat_row["status"] == "ok"
     assert chat_row["parent_span_id"] == rows["invoke_agent"]["span_id"]
+    assert chat_row["response_model"] == "claude-sonnet-4-20250514"
     attrs = json.loads(chat_row["attrs_json"])
-    assert attrs["gen_ai"]["response"]["model"] == "claude-sonnet-4-20250514"
     assert attrs["ticket"]["priority"] == "high"
-    assert "request" not in attrs.get("gen_ai", {}), "mapped attributes must not be repeated in attrs"
+    assert "gen_ai" not in attrs, "mapped attributes must not be repeated in attrs"
+    # No cost on the span: priced from the table (claude-sonnet-4 at $3 / $15 per million tokens).
+    assert (chat_row["kind"], chat_row["cost_source"], chat_row["price_id"]) == (
+        "llm",
+        "computed",
+        "anthropic/claude-sonnet-4-0",
+    )
+    assert chat_row["cost_usd"] == Decimal("0.0081")
 
     embeddings = rows["embeddings"]
     assert (embeddings["model"], embeddings["provider"]) == ("text-embedding-3-small", "openai")
@@ -163,3 +171,11 @@ def test_genai_semantic_conventions_map_to_columns(stack, ch):
     tool = rows["execute_tool search"]
     assert tool["status"] == "error" and tool["error_type"] == "TimeoutError"
     assert rows["invoke_agent"]["route"] == "POST /v1/triage"  # from http.route
+    # The tool span carries no agent or route of its own: it inherits its parent's.
+    assert (tool["kind"], tool["agent"], tool["route"]) == ("tool", "triage", "POST /v1/triage")
+    assert {name: (r["kind"], r["is_request"]) for name, r in rows.items()} == {
+        "invoke_agent": ("request", True),
+        "chat claude": ("llm", False),
+        "embeddings": ("llm", False),
+        "execute_tool search": ("tool", False),
+    }

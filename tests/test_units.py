@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from metrics_platform import contract
@@ -69,12 +71,24 @@ def test_generated_pii_salt_is_stable_and_private(monkeypatch, tmp_path):
         ({"trace_id": "abc"}, "trace_id"),
         ({"tokens_prompt": 1.5}, "tokens_prompt"),
         ({"cost_usd": -1}, "cost_usd"),
-        ({"user_id": "u-1"}, "must not carry user_id"),
-        ({"attrs": {"user_email": "a@b.co"}}, "must not carry user_id"),
+        ({"tokens_prompt": 4294967296}, "tokens_prompt"),
+        ({"tokens_cache_read": 1e300}, "tokens_cache_read"),
+        ({"service": 42}, "service"),
+        ({"service": ["a"]}, "service"),
+        ({"kind": "bogus"}, "kind"),
+        ({"kind": "tool", "tool": "search", "span_kind": "internal"}, None),
+        ({"user_id_hash": "ab" * 16}, None),  # the original design's 32-character hashes
+        ({"user_id_hash": "ab" * 65}, "user_id_hash"),
+        ({"ts": "2026-11-24 09:08:44.071"}, None),  # ClickHouse's text form
+        ({"user_id": "u-1"}, "must not carry raw user identifiers"),
+        ({"attrs": {"user_email": "a@b.co"}}, "must not carry raw user identifiers"),
+        ({"attrs": {"enduser.id": "u-1"}}, "must not carry raw user identifiers"),
+        ({"attrs": {"request": {"user": {"id": "u-1"}}}}, "must not carry raw user identifiers"),
+        ({"attrs": {"items": [{"gen_ai.user": "u-1"}]}}, "must not carry raw user identifiers"),
     ],
 )
 def test_contract_validation(fields, reason):
-    result = contract.validate(flat_event("svc", **fields))
+    result = contract.validate({**flat_event("svc"), **fields})
     if reason is None:
         assert result is None
     else:
@@ -86,6 +100,20 @@ def test_contract_rejects_non_objects():
     assert contract.validate([1, 2]) == "not a JSON object"
 
 
+def test_contract_rejects_times_clickhouse_would_not_keep():
+    now = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    window = contract.accepted_window(retention_days=90, max_future_s=3600, now=now)
+    for ts, ok in (
+        ("2026-11-27T12:59:00Z", True),
+        ("2026-11-27T13:01:00Z", False),
+        ("2026-08-28T13:00:00Z", False),
+        ("2026-08-29T13:00:00Z", True),
+        ("1970-01-01T00:00:00Z", False),
+        ("3000-01-01T00:00:00Z", False),
+    ):
+        assert (contract.validate(flat_event("svc", ts=ts), window) is None) is ok, ts
+
+
 def test_sample_history_follows_the_contract_except_its_deliberate_bad_lines(tmp_path):
     from datetime import date
 
@@ -95,7 +123,8 @@ def test_sample_history_follows_the_contract_except_its_deliberate_bad_lines(tmp
     day = date(2026, 11, 20)
     path = write_day(tmp_path, day, 1000, salt="s")
     report = replay.ReplayReport(day)
-    events = replay.read_day([path], day, report)
+    accepted = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+    events = replay.read_day([path], day, report, accepted)
     assert len(events) == 1000 - 1000 // BAD_LINE_EVERY
     assert report.rejected == 1000 // BAD_LINE_EVERY
     assert all(len(e["user_id_hash"]) == 64 for e in events.values())

@@ -22,7 +22,7 @@ TARGETS: list[tuple[str, str, tuple[str, ...]]] = [
     ("replay-backfill", "/overview/backfills", ()),
     ("replay-partitions", "/assets/historical_replay?view=partitions", ()),
     ("cost-by-account", "/assets/cost_by_account_daily", ()),
-    ("audit-history", "/assets/agent_metrics_1m?view=checks", ("Execution history",)),
+    ("audit-history", "/assets/p_route_minute?view=checks", ("Execution history",)),
     ("pipeline-health", "/assets/pipeline_health?view=events", ()),
 ]
 

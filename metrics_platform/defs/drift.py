@@ -7,10 +7,11 @@ import dagster as dg
 from metrics_platform import drift
 from metrics_platform.defs.days import DaysConfig
 from metrics_platform.defs.resources import ClickHouseResource
+from metrics_platform.defs.schema import DRIFT_SCHEMA
 
 GROUP = "model_drift"
 DRIFT = dg.AssetKey("model_drift_daily")
-SCHEMA = dg.AssetKey(["schema", "0007_model_drift"])
+SCHEMA = DRIFT_SCHEMA
 CHECK_NAME = "model_drift_within_threshold"
 
 

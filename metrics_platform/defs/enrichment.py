@@ -9,6 +9,7 @@ import dagster as dg
 
 from metrics_platform.defs.days import DaysConfig
 from metrics_platform.defs.resources import ClickHouseResource, PlatformSettings
+from metrics_platform.defs.schema import AGENT_EVENTS_SCHEMA, ENRICHMENT_SCHEMA
 from metrics_platform.enrichment.billing import default_billing_accounts_source, load_billing_accounts, plan_summary
 from metrics_platform.enrichment.cost import refresh_cost_by_account, top_accounts, unassigned_cost
 from metrics_platform.enrichment.flags import (
@@ -23,7 +24,7 @@ GROUP = "enrichment"
 BILLING = dg.AssetKey("billing_accounts")
 FLAGS = dg.AssetKey("feature_flags")
 COST = dg.AssetKey("cost_by_account_daily")
-SCHEMA = dg.AssetKey(["schema", "0006_enrichment"])
+SCHEMA = ENRICHMENT_SCHEMA
 MAX_REJECTS_SHOWN = 50
 TOP_ACCOUNTS_SHOWN = 15
 
@@ -178,7 +179,7 @@ def feature_flags(
 @dg.asset(
     key=COST,
     group_name=GROUP,
-    deps=[BILLING, dg.AssetKey(["schema", "0001_agent_events"])],
+    deps=[BILLING, AGENT_EVENTS_SCHEMA],
     pool="clickhouse",
     kinds={"clickhouse"},
 )

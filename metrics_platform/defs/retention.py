@@ -4,6 +4,7 @@ import dagster as dg
 
 from metrics_platform import retention
 from metrics_platform.defs.resources import ClickHouseResource, PlatformSettings
+from metrics_platform.defs.schema import AGENT_EVENTS_SCHEMA
 
 STORAGE = dg.AssetKey("table_storage")
 
@@ -11,7 +12,7 @@ STORAGE = dg.AssetKey("table_storage")
 @dg.asset(
     key=STORAGE,
     group_name="retention",
-    deps=[dg.AssetKey(["schema", "0002_rollup_1m"])],
+    deps=[AGENT_EVENTS_SCHEMA],
     pool="clickhouse",
     kinds={"clickhouse"},
 )

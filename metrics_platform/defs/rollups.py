@@ -1,4 +1,4 @@
-"""Rollups of agent_events: audited against raw events every hour, repairable for any window.
+"""Rollups of agent_events (its projections): audited against raw events every hour, repairable.
 
 One asset and one check per rollup in metrics_platform/rollups.py, built by the same factory.
 """
@@ -9,6 +9,7 @@ import dagster as dg
 
 from metrics_platform import rollup_audit
 from metrics_platform.defs.resources import ClickHouseResource
+from metrics_platform.defs.schema import AGENT_EVENTS_SCHEMA
 from metrics_platform.rollups import ROLLUPS, Rollup
 
 MAX_KEYS_SHOWN = 25
@@ -35,7 +36,7 @@ class WindowConfig(dg.Config):
 
 
 def build_rollup(rollup: Rollup) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
-    """The asset (materializing = rebuilding a window from raw) and the audit check of one rollup."""
+    """The asset (materializing = repairing a window) and the audit check of one rollup."""
     key = dg.AssetKey(rollup.name)
     hours = rollup.audit_hours
     key_columns = ", ".join(rollup.group_columns)
@@ -43,22 +44,23 @@ def build_rollup(rollup: Rollup) -> tuple[dg.AssetsDefinition, dg.AssetChecksDef
     @dg.asset(
         key=key,
         group_name="rollups",
-        deps=[dg.AssetKey(["schema", rollup.migration])],
+        deps=[AGENT_EVENTS_SCHEMA],
         pool="clickhouse",
         kinds={"clickhouse"},
         description=(
-            f"Rollup `{rollup.table}` of agent_events by ({key_columns}): exact calls, errors, tokens and "
-            f"cost{', and p50/p95 t-digest states' if rollup.latency else ''}. A materialized view keeps it "
-            "current as events arrive. Materializing this asset *repairs* a window: its rows are deleted and "
-            "recomputed from raw events, and the audit check runs right after, in the same run."
+            f"Rollup `{rollup.name}`: a projection of agent_events by ({key_columns}) with exact span, error, "
+            f"token and cost sums{', and p50/p95 t-digest states' if rollup.latency else ''}. ClickHouse writes it "
+            "in the same part as the raw rows, so it cannot disagree with them. Materializing this asset "
+            "*repairs* a window: parts that lack the projection (written before it existed) get it built, and "
+            "the audit check runs right after, in the same run."
         ),
     )
-    def rebuild(context: dg.AssetExecutionContext, config: WindowConfig, clickhouse: ClickHouseResource):
+    def repair(context: dg.AssetExecutionContext, config: WindowConfig, clickhouse: ClickHouseResource):
         start, end = config.window(hours)
-        written = rollup_audit.rebuild(clickhouse.get_client(), start, end, rollup)
-        context.log.info(f"rebuilt {written} rows of {rollup.table} for [{start}, {end})")
+        parts = rollup_audit.repair(clickhouse.get_client(), start, end, rollup)
+        context.log.info(f"materialized {rollup.name} for {parts} part(s) of [{start}, {end})")
         return dg.MaterializeResult(
-            metadata={"window_start": start.isoformat(), "window_end": end.isoformat(), "rows_written": written}
+            metadata={"window_start": start.isoformat(), "window_end": end.isoformat(), "parts_materialized": parts}
         )
 
     @dg.asset_check(
@@ -66,9 +68,9 @@ def build_rollup(rollup: Rollup) -> tuple[dg.AssetsDefinition, dg.AssetChecksDef
         name="rollup_matches_raw",
         blocking=False,
         description=(
-            "The rollup equals aggregates recomputed from raw events for the window: calls, errors, tokens "
-            "and cost exactly; p50/p95 within 5 % (or 1 ms) of a t-digest over the raw rows. Mismatching keys "
-            "are listed; repair with the `repair_rollup` job."
+            "The rollup equals aggregates recomputed from raw events for the window: spans, errors, tokens "
+            "and cost exactly; p50/p95 within 5 % (or 1 ms) of a t-digest over the raw rows; every part of the "
+            "window carries the projection. Mismatching keys are listed; repair with the `repair_rollup` job."
         ),
     )
     def audit(config: WindowConfig, clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
@@ -83,18 +85,18 @@ def build_rollup(rollup: Rollup) -> tuple[dg.AssetsDefinition, dg.AssetChecksDef
                 "window_start": start.isoformat(),
                 "window_end": end.isoformat(),
                 "groups_checked": result.groups,
-                "raw_calls": result.raw_calls,
+                "raw_spans": result.raw_spans,
+                "parts_without_projection": result.parts_without_projection,
                 "mismatched_keys": len(result.mismatched_keys()),
                 "max_quantile_relative_error": float(result.max_quantile_error),
                 "mismatches": dg.MetadataValue.md(table if lines else "none"),
             },
         )
 
-    return rebuild, audit
+    return repair, audit
 
 
 _BUILT = {name: build_rollup(rollup) for name, rollup in ROLLUPS.items()}
-agent_metrics_1m, rollup_matches_raw = _BUILT["agent_metrics_1m"]
 ROLLUP_ASSETS = [asset for asset, _ in _BUILT.values()]
 ROLLUP_CHECKS = [check for _, check in _BUILT.values()]
 
@@ -107,7 +109,7 @@ rollup_audit_job = dg.define_asset_job(
 repair_rollup_job = dg.define_asset_job(
     "repair_rollup",
     selection=dg.AssetSelection.assets(*ROLLUP_ASSETS),
-    description="Rebuild a window of the rollups from raw events, then audit them (set start/end in the config).",
+    description="Build the rollups for a window's parts that lack them, then audit them (set start/end in the config).",
 )
 hourly_rollup_audit = dg.ScheduleDefinition(
     name="hourly_rollup_audit",

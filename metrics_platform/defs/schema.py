@@ -44,14 +44,30 @@ def _migration_asset(migration: migrations.Migration, previous: dg.AssetKey | No
     return apply
 
 
-def build_defs() -> dg.Definitions:
-    assets: list[dg.AssetsDefinition] = []
+def _build() -> dict[str, dg.AssetsDefinition]:
+    assets: dict[str, dg.AssetsDefinition] = {}
     previous: dg.AssetKey | None = None
     for migration in migrations.discover():
         asset = _migration_asset(migration, previous)
-        assets.append(asset)
+        assets[f"{migration.version:04d}_{migration.name}"] = asset
         previous = asset.key
-    return dg.Definitions(assets=assets)
+    return assets
 
 
-defs = build_defs()
+MIGRATION_ASSETS = _build()
+
+
+def migration_asset(stem: str) -> dg.AssetsDefinition:
+    """The asset of migration ``sql/<stem>.sql``, for other assets' deps; fails at load time if it is gone."""
+    if stem not in MIGRATION_ASSETS:
+        raise KeyError(f"no migration sql/{stem}.sql (known: {', '.join(MIGRATION_ASSETS)})")
+    return MIGRATION_ASSETS[stem]
+
+
+# The schema versions other assets build on.
+AGENT_EVENTS_SCHEMA = migration_asset("0011_agent_events_final")
+PRICES_SCHEMA = migration_asset("0009_model_prices")
+ENRICHMENT_SCHEMA = migration_asset("0006_enrichment")
+DRIFT_SCHEMA = migration_asset("0007_model_drift")
+
+defs = dg.Definitions(assets=list(MIGRATION_ASSETS.values()))

@@ -1,4 +1,4 @@
-"""SLO burn alerts: error rate per service, agent and route over a long and a short window."""
+"""SLO burn alerts: request error rate per service, environment and route over a long and a short window."""
 
 import json
 
@@ -27,10 +27,10 @@ def build_slo_burn_sensor(minimum_interval_seconds: int = 60) -> dg.SensorDefini
         clickhouse: ClickHouseResource,
         alerts: AlertsResource,
     ) -> dg.SkipReason:
-        """Pages when a service/agent/route burns its error budget in both windows.
+        """Pages when a service/env/route burns its error budget (failed requests) in both windows.
 
         Error rate above METRICS_PLATFORM_SLO_ERROR_RATE (default 2 %) over the long window
-        (15 min) *and* the short one (5 min), with at least METRICS_PLATFORM_SLO_MIN_CALLS calls:
+        (15 min) *and* the short one (5 min), with at least METRICS_PLATFORM_SLO_MIN_CALLS requests:
         one burst does not page, and a key that recovers in the short window sends a recovery
         message and stops paging. State (which keys are firing) lives in the cursor.
         """

@@ -17,9 +17,10 @@ from clickhouse_connect.driver.client import Client
 from metrics_platform.enrichment.billing import UNASSIGNED
 from metrics_platform.table_swap import replace_day_partitions
 
-# One day of raw events, each attributed to an account. A span without a user (a tool step) takes
-# the user of its trace, looked up within an hour either side of the day so runs that cross
-# midnight keep their user. Unmatched joins give '' (join_use_nulls is off), hence 'unassigned'.
+# One day per user from the per-user rollup (projection p_user_day), each user mapped to an
+# account. Spans already carry their trace's user (the finalizer inherits it down the trace).
+# calls/errors are requests; tokens are LLM calls' tokens; cost is every billed span's cost.
+# Unmatched joins give '' (join_use_nulls is off), hence 'unassigned'.
 _COST_BY_ACCOUNT_SQL = """
 INSERT INTO {staging:Identifier}
     (day, account_id, account_name, plan, calls, errors, tokens_prompt, tokens_completion, cost_usd, users)
@@ -28,33 +29,33 @@ SELECT
     if(b.account_id = '', 'unassigned', b.account_id) AS account,
     if(b.account_id = '', 'unassigned', b.account_name) AS name,
     b.plan AS plan,
-    count() AS calls,
-    countIf(e.status != 'ok') AS errors,
-    sum(e.tokens_prompt) AS tokens_prompt,
-    sum(e.tokens_completion) AS tokens_completion,
-    sum(toDecimal128(e.cost_usd, 6)) AS cost_usd,
-    uniqExactIf(e.user, e.user != '') AS users
+    sum(u.requests) AS calls,
+    sum(u.failed) AS errors,
+    sum(u.tokens_prompt) AS tokens_prompt,
+    sum(u.tokens_completion) AS tokens_completion,
+    sum(u.cost) AS cost_usd,
+    uniqExactIf(u.user, u.user != '') AS users
 FROM
 (
-    SELECT ev.status, ev.tokens_prompt, ev.tokens_completion, ev.cost_usd,
-           if(ev.user_id_hash != '', ev.user_id_hash, t.trace_user) AS user
-    FROM agent_events AS ev
-    LEFT JOIN
+    SELECT user_id_hash AS user,
+           sumIf(spans, is_request) AS requests,
+           sumIf(errors, is_request) AS failed,
+           sumIf(prompt, kind = 'llm') AS tokens_prompt,
+           sumIf(completion, kind = 'llm') AS tokens_completion,
+           sum(cost_usd) AS cost
+    FROM
     (
-        SELECT trace_id, any(user_id_hash) AS trace_user
+        SELECT toDate(ts) AS day, user_id_hash, kind, is_request, count() AS spans, countIf(status != 'ok') AS errors,
+               sum(tokens_prompt) AS prompt, sum(tokens_completion) AS completion, sum(cost_usd) AS cost_usd
         FROM agent_events
-        WHERE ts >= toDateTime64({day:Date}, 3, 'UTC') - INTERVAL 1 HOUR
-          AND ts < toDateTime64({day:Date} + 1, 3, 'UTC') + INTERVAL 1 HOUR
-          AND user_id_hash != ''
-          AND trace_id IN (SELECT trace_id FROM agent_events WHERE toDate(ts) = {day:Date} AND user_id_hash = '')
-        GROUP BY trace_id
-    ) AS t ON ev.trace_id = t.trace_id
-    WHERE toDate(ev.ts) = {day:Date}
-) AS e
-LEFT JOIN billing_accounts AS b ON e.user = b.user_id_hash
+        WHERE toDate(ts) = {day:Date}
+        GROUP BY day, user_id_hash, kind, is_request
+    )
+    GROUP BY user
+) AS u
+LEFT JOIN billing_accounts AS b ON u.user = b.user_id_hash
 GROUP BY account, name, plan
 """
-
 
 @dataclass(frozen=True)
 class DayCost:

@@ -142,9 +142,11 @@ def flag_targets_without_traffic(ch: Client, days: int = 7) -> list[tuple[str, s
         """
         SELECT DISTINCT scope, target FROM feature_flags
         WHERE (scope = 'agent' AND target NOT IN
-                  (SELECT DISTINCT agent FROM agent_metrics_1m_state WHERE ts_min > now() - toIntervalDay({d:UInt32})))
+                  (SELECT agent FROM agent_events WHERE toStartOfHour(ts) > now() - toIntervalDay({d:UInt32})
+                   GROUP BY agent))
            OR (scope = 'route' AND target NOT IN
-                  (SELECT DISTINCT route FROM agent_metrics_1m_state WHERE ts_min > now() - toIntervalDay({d:UInt32})))
+                  (SELECT route FROM agent_events WHERE toStartOfHour(ts) > now() - toIntervalDay({d:UInt32})
+                   GROUP BY route))
         ORDER BY scope, target
         """,
         parameters={"d": days},

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from metrics_platform import clickhouse, kafka_clients, migrations
+from metrics_platform.prices.load import load_prices
 from metrics_platform.settings import Settings
-from metrics_platform.stack import clickhouse_embedded, collector, dagster_services, kafka_broker
+from metrics_platform.stack import clickhouse_embedded, collector, dagster_services, kafka_broker, superset
 
 Report = Callable[[str], None]
 
@@ -18,9 +19,11 @@ def install(settings: Settings, report: Report = print) -> None:
     report(f"  {kafka_broker.install(settings)}")
     report("Collector: building from Go modules (cached after the first run; ~2-4 min cold)")
     report(f"  {collector.build(settings)}")
+    report(f"Superset: its own virtualenv and the embedding SDK  {superset.install(settings, report)}")
+    superset.install_embed_sdk(settings, report)
 
 
-def up(settings: Settings, report: Report = print, with_dagster: bool = True) -> None:
+def up(settings: Settings, report: Report = print, with_dagster: bool = True, with_superset: bool = False) -> None:
     """Install what is missing, start every embedded component, apply migrations.
 
     Components configured as external (CLICKHOUSE_URL/HOST, METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS)
@@ -37,18 +40,39 @@ def up(settings: Settings, report: Report = print, with_dagster: bool = True) ->
         report("ClickHouse: starting the embedded server")
         clickhouse_embedded.start(settings)
     report(f"ClickHouse: applying migrations at {settings.clickhouse.url}")
-    applied = migrations.migrate(clickhouse.client(settings.clickhouse), settings)
+    ch = clickhouse.client(settings.clickhouse)
+    applied = migrations.migrate(ch, settings)
     report(f"  applied {len(applied)} migration(s)" if applied else "  schema up to date")
+    loaded = load_prices(ch, settings.price_overrides)
+    report(f"ClickHouse: loaded {loaded.entries:,} model prices ({loaded.overrides} override(s))")
     report("Collector: building (cached after the first run) and starting")
     collector.start(settings)
     if with_dagster:
         report(f"Dagster: starting the webserver (http://127.0.0.1:{settings.dagster_port}) and the daemon")
         dagster_services.start(settings)
+    if with_superset:
+        _superset_up(settings, report)
+
+
+def _superset_up(settings: Settings, report: Report) -> None:
+    """Start Superset and provision the dashboard files; a broken file is reported, not fatal."""
+    from metrics_platform.bi import provision
+    from metrics_platform.bi.client import SupersetError
+    from metrics_platform.bi.spec import SpecError
+
+    report(f"Superset: starting ({settings.superset.url}; first run installs it, ~2-3 min)")
+    superset.start(settings, report)
+    report("Superset: provisioning dashboards from deploy/superset/dashboards")
+    try:
+        provision.provision(settings, report=report)
+    except (SupersetError, SpecError, ValueError) as exc:
+        report(f"  WARNING: dashboards not provisioned: {exc}\n  fix it, then: metrics-platform dashboards provision")
 
 
 def down(settings: Settings, report: Report = print) -> None:
     """Stop what ``up`` started, upstream first so nothing in flight is dropped."""
     for name, stop in (
+        ("Superset", superset.stop),
         ("Dagster", dagster_services.stop),
         ("Collector", collector.stop),
         ("ClickHouse", clickhouse_embedded.stop),
@@ -105,4 +129,10 @@ def status(settings: Settings) -> list[ComponentStatus]:
     rows.append(ComponentStatus("dagster-ui", pid is not None and ui_ok, detail if pid else "stopped"))
     pid = dagster_services.daemon(settings).pid()
     rows.append(ComponentStatus("dagster-daemon", pid is not None, f"pid {pid}" if pid else "stopped"))
+    pid = superset.daemon(settings).pid()
+    # Listed only when it runs: `up --no-superset` leaves it out on purpose.
+    if pid is not None:
+        ok = superset.healthy(settings)
+        detail = f"pid {pid}, {settings.superset.url}, {'healthy' if ok else 'not answering'}"
+        rows.append(ComponentStatus("superset", ok, detail))
     return rows

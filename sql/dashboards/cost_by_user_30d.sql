@@ -1,7 +1,13 @@
--- Cost by user (keyed hash), last 30 days, from the per-user daily rollup.
-SELECT user_id_hash, sum(calls) AS calls, sum(errors) AS errors, round(sum(cost_usd), 4) AS cost_usd
-FROM user_cost_1d_state
-WHERE day >= today() - 30 AND user_id_hash != ''
+-- Cost and requests by user (keyed hash), last 30 days (rollup p_user_day).
+SELECT user_id_hash, sumIf(spans, is_request) AS requests, sumIf(failed, is_request) AS failed_requests,
+       round(sum(cost), 4) AS cost_usd
+FROM
+(
+    SELECT user_id_hash, is_request, count() AS spans, countIf(status != 'ok') AS failed, sum(cost_usd) AS cost
+    FROM agent_events
+    WHERE toDate(ts) >= today() - 30 AND user_id_hash != ''
+    GROUP BY user_id_hash, is_request
+)
 GROUP BY user_id_hash
 ORDER BY cost_usd DESC
 LIMIT 50

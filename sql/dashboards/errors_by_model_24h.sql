@@ -1,8 +1,9 @@
--- Errors by model and provider, last 24 hours (from the per-minute rollup).
-SELECT model, provider, sum(errors) AS errors, sum(calls) AS calls,
-       round(errors / calls * 100, 2) AS error_pct
-FROM agent_metrics_1m_state
-WHERE ts_min >= now() - INTERVAL 1 DAY AND model != ''
+-- LLM calls, errors and latency by model and provider, last 24 hours (rollup p_model_hour).
+SELECT model, provider, count() AS llm_calls, countIf(status != 'ok') AS errors,
+       round(errors / llm_calls * 100, 2) AS error_pct,
+       round(quantilesTDigest(0.5, 0.95)(latency_ms)[2]) AS p95_ms
+FROM agent_events
+WHERE toStartOfHour(ts) >= toStartOfHour(now() - INTERVAL 1 DAY) AND kind = 'llm'
 GROUP BY model, provider
-ORDER BY errors DESC
+ORDER BY errors DESC, llm_calls DESC
 LIMIT 20
