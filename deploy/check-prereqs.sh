@@ -18,6 +18,17 @@ if ((${#missing_debs[@]})); then
   fi
 fi
 
+# Headless Chromium renders Superset dashboards in the tests and for the docs' screenshots. Only
+# the tests need it, so a machine where it cannot be installed gets a warning, not a failure.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing chromium and chromium-driver from Debian's packages (dashboard rendering tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+  else
+    echo "warning: chromium and chromium-driver are missing; the dashboard rendering tests need them" >&2
+  fi
+fi
+
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required" >&2; exit 1; }
 java_major=$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
 [[ ${java_major%%.*} -ge 17 ]] || { echo "Java 17+ is required by Kafka 4 (found $java_major)" >&2; exit 1; }

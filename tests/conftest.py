@@ -27,8 +27,12 @@ TEST_ENV = {
     "METRICS_PLATFORM_OTLP_HTTP_PORT": str(_BASE + 4318),
     "METRICS_PLATFORM_COLLECTOR_HEALTH_PORT": str(_BASE + 13133),
     "METRICS_PLATFORM_COLLECTOR_METRICS_PORT": str(_BASE + 8888),
+    "METRICS_PLATFORM_SUPERSET_PORT": str(_BASE + 8088),
+    "METRICS_PLATFORM_SUPERSET_PORTAL_PORT": str(_BASE + 8089),
     "METRICS_PLATFORM_PII_SALT": "test-salt-not-secret",
     "METRICS_PLATFORM_KAFKA_FLUSH_INTERVAL_MS": "500",
+    # Spans are final (attributed, in agent_events) this long after ClickHouse receives them.
+    "METRICS_PLATFORM_ATTRIBUTION_DELAY_SECONDS": "2",
 }
 # The test stack must not inherit a developer's pointers to external servers.
 for name in ("CLICKHOUSE_URL", "CLICKHOUSE_HOST", "METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS"):

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from xml.sax.saxutils import escape
@@ -31,9 +32,21 @@ _MARKER = "metrics_platform_keepalive"
 _KEEPALIVE = f"SELECT sleepEachRow(1) AS {_MARKER} FROM numbers(1000000000000) FORMAT Null SETTINGS max_block_size = 1"
 
 
-def render_config(http_port: int, tcp_port: int, listen_host: str = "127.0.0.1") -> str:
-    """The server's config.xml: loopback only (the embedded server has no authentication)."""
-    return f"""<clickhouse>
+def render_config(
+    http_port: int,
+    tcp_port: int,
+    listen_host: str = "127.0.0.1",
+    readonly_users: Mapping[str, str] | None = None,
+    readonly_database: str = "default",
+) -> str:
+    """The server's config.xml: loopback only (the default user has no password).
+
+    ``readonly_users`` (name -> SHA-256 hex of the password) get ``readonly = 1`` and SELECT on
+    ``readonly_database``, for BI tools (Superset). The engine has no writable access storage, so
+    ``CREATE USER`` is refused; users must come from this file.
+    """
+    users = _users_section(readonly_users, readonly_database) if readonly_users else ""
+    return f"""<clickhouse>{users}
     <listen_host>{escape(listen_host)}</listen_host>
     <http_port>{http_port}</http_port>
     <tcp_port>{tcp_port}</tcp_port>
@@ -44,6 +57,35 @@ def render_config(http_port: int, tcp_port: int, listen_host: str = "127.0.0.1")
     </kafka>
 </clickhouse>
 """
+
+
+def _users_section(readonly_users: Mapping[str, str], database: str) -> str:
+    # Declaring users replaces the engine's built-in list, so `default` is declared as it was
+    # (no password, named collections allowed); users_xml must point at this file to be read.
+    readonly = "".join(
+        f"""
+        <{escape(name)}>
+            <password_sha256_hex>{escape(sha256_hex)}</password_sha256_hex>
+            <networks><ip>::/0</ip></networks>
+            <profile>readonly</profile>
+            <quota>default</quota>
+            <grants><query>GRANT SELECT ON {escape(database)}.*</query></grants>
+        </{escape(name)}>"""
+        for name, sha256_hex in readonly_users.items()
+    )
+    return f"""
+    <user_directories><users_xml><path>config.xml</path></users_xml></user_directories>
+    <profiles><default/><readonly><readonly>1</readonly></readonly></profiles>
+    <quotas><default/></quotas>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>::/0</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+            <named_collection_control>1</named_collection_control>
+        </default>{readonly}
+    </users>"""
 
 
 def _load_engine() -> ModuleType:
@@ -78,11 +120,20 @@ def _kill_keepalive(http_port: int) -> None:
         response.read()
 
 
-def serve(data_dir: Path, run_dir: Path, http_port: int, tcp_port: int) -> int:
+def serve(
+    data_dir: Path,
+    run_dir: Path,
+    http_port: int,
+    tcp_port: int,
+    readonly_users: Mapping[str, str] | None = None,
+    readonly_database: str = "default",
+) -> int:
     """Serve until SIGTERM or SIGINT, then stop the engine cleanly; returns an exit code."""
     run_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.xml").write_text(render_config(http_port, tcp_port))
+    (run_dir / "config.xml").write_text(
+        render_config(http_port, tcp_port, readonly_users=readonly_users, readonly_database=readonly_database)
+    )
     # Block the stop signals before any engine thread exists, so every thread inherits the mask
     # and the main thread alone receives them through sigwait: the engine call blocks in C,
     # where a Python signal handler would never run.
@@ -130,7 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8123)
     parser.add_argument("--tcp-port", type=int, default=9000)
     args = parser.parse_args(argv)
-    return serve(args.data_dir.resolve(), args.run_dir.resolve(), args.http_port, args.tcp_port)
+    # The read-only user Superset queries as; the settings come from the same environment as the parent's.
+    from metrics_platform.settings import Settings
+    from metrics_platform.stack.superset import clickhouse_readonly_users
+
+    settings = Settings.from_env()
+    readonly = clickhouse_readonly_users(settings)
+    database = settings.clickhouse.database
+    return serve(args.data_dir.resolve(), args.run_dir.resolve(), args.http_port, args.tcp_port, readonly, database)
 
 
 if __name__ == "__main__":

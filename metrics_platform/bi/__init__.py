@@ -1,0 +1,1 @@
+"""Dashboards as code: definitions in deploy/superset/dashboards/*.yaml, provisioned into Superset."""
