@@ -8,7 +8,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DEMO_RATE ?= 20
 DEMO_SECONDS ?= 30
 
-.PHONY: install up down status demo test lint bench clean-state
+.PHONY: install up down status demo test lint bench clean-state manifest-tools dashboards
+
+# Helm, for validating the chart in tests/test_manifests.py: built from the Go module proxy, cached.
+# (The Kubernetes and Compose JSON schemas come with the dev extras in pyproject.toml.)
+HELM_VERSION := v3.22.0
+HELM := .cache/helm/$(HELM_VERSION)/helm
 
 $(BIN)/.installed: pyproject.toml deploy/check-prereqs.sh
 	@bash deploy/check-prereqs.sh
@@ -18,10 +23,22 @@ $(BIN)/.installed: pyproject.toml deploy/check-prereqs.sh
 
 install: $(BIN)/.installed
 
+$(HELM):
+	@mkdir -p $(@D)
+	GOBIN=$(CURDIR)/$(@D) GOMODCACHE=$(CURDIR)/.cache/go/mod GOCACHE=$(CURDIR)/.cache/go/build \
+	  GOFLAGS=-modcacherw GOTOOLCHAIN=local CGO_ENABLED=0 go install -trimpath \
+	  -ldflags='-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+manifest-tools: $(HELM)
+
 up: install
 	$(BIN)/metrics-platform up
 	$(BIN)/metrics-platform demo --rate $(DEMO_RATE) --duration $(DEMO_SECONDS)
 	$(BIN)/metrics-platform summary
+
+# `up` provisions deploy/superset/dashboards/*.yaml into Superset; after editing one, run this.
+dashboards: install
+	$(BIN)/metrics-platform dashboards provision
 
 down: install
 	$(BIN)/metrics-platform down
@@ -32,7 +49,7 @@ status: install
 demo: install
 	$(BIN)/metrics-platform demo --rate $(DEMO_RATE) --duration $(DEMO_SECONDS)
 
-test: install
+test: install manifest-tools
 	$(BIN)/ruff check metrics_platform tests bench
 	$(BIN)/dg check defs
 	$(BIN)/metrics-platform install
