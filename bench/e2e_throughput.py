@@ -92,10 +92,40 @@ def build_payload(service: str, traces: int, spans_per_trace: int, end_ns: int |
     return request.SerializeToString()
 
 
+class FreshIds:
+    """A pre-built request whose trace and span ids are replaced with new random ones for every send.
+
+    Building protobuf in Python for every request would make the senders the bottleneck; resending
+    the same ids would measure de-duplication instead of ingest. The ids sit at fixed offsets of
+    the serialized request, so each send overwrites them in a copy.
+    """
+
+    def __init__(self, service: str, traces: int, spans_per_trace: int) -> None:
+        self.body = build_payload(service, traces, spans_per_trace)
+        request = ExportTraceServiceRequest.FromString(self.body)
+        spans = request.resource_spans[0].scope_spans[0].spans
+        # every occurrence of every id (a trace id repeats per span, a root span id as a parent id)
+        self.groups: list[tuple[int, list[int]]] = []
+        for value in {*(s.trace_id for s in spans), *(s.span_id for s in spans)}:
+            offsets, start = [], 0
+            while (found := self.body.find(value, start)) != -1:
+                offsets.append(found)
+                start = found + 1
+            self.groups.append((len(value), offsets))
+
+    def next(self) -> bytes:
+        fresh = bytearray(self.body)
+        for size, offsets in self.groups:
+            value = os.urandom(size)
+            for offset in offsets:
+                fresh[offset : offset + size] = value
+        return bytes(fresh)
+
+
 def sender(port: int, service: str, duration_s: float, rate: float, sent: mp.Value) -> None:
-    """POST pre-built batches for ``duration_s`` seconds; counts spans the Collector accepted."""
+    """POST requests with fresh ids for ``duration_s`` seconds; counts spans the Collector accepted."""
     traces, per_trace = 100, 5
-    payloads = [build_payload(service, traces, per_trace) for _ in range(8)]
+    template = FreshIds(service, traces, per_trace)
     spans_per_post = traces * per_trace
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Content-Type": "application/x-protobuf"}
@@ -105,7 +135,7 @@ def sender(port: int, service: str, duration_s: float, rate: float, sent: mp.Val
         if rate and posted * spans_per_post > rate * elapsed:
             time.sleep(0.005)
             continue
-        conn.request("POST", "/v1/traces", body=payloads[posted % len(payloads)], headers=headers)
+        conn.request("POST", "/v1/traces", body=template.next(), headers=headers)
         response = conn.getresponse()
         response.read()
         if response.status == 200:
@@ -117,28 +147,40 @@ def sender(port: int, service: str, duration_s: float, rate: float, sent: mp.Val
 
 
 def probe(settings: Settings, service: str, stop: threading.Event, delays: dict[str, list[float]]) -> None:
-    """Send one trace every 0.5 s; record seconds from its end to queryable (inbox) and final (attributed)."""
+    """Send one trace every 0.5 s; record seconds from its end to queryable (inbox) and final (attributed).
+
+    Probes are followed concurrently, so a long attribution delay does not thin out the samples;
+    after ``stop`` the ones still pending are followed for up to two minutes.
+    """
     ch = clickhouse.client(settings.clickhouse)
     conn = http.client.HTTPConnection("127.0.0.1", settings.collector.otlp_http_port, timeout=30)
     checks = {
-        "queryable": "SELECT count() FROM span_inbox WHERE trace_id = {t:String}",
-        "final": "SELECT count() FROM agent_events WHERE trace_id = {t:String} AND kind = 'llm' AND user_id_hash != ''",
+        "queryable": "SELECT DISTINCT trace_id FROM span_inbox WHERE trace_id IN {t:Array(String)}",
+        "final": "SELECT DISTINCT trace_id FROM agent_events WHERE trace_id IN {t:Array(String)} "
+        "AND kind = 'llm' AND user_id_hash != ''",
     }
-    while not stop.is_set():
-        emitted = time.time_ns()
-        body = build_payload(service, 1, 2, end_ns=emitted)
-        trace_hex = ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
-        conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
-        conn.getresponse().read()
-        deadline = time.monotonic() + 120
-        pending = dict(checks)
-        while pending and time.monotonic() < deadline:
-            for what, sql in list(pending.items()):
-                if ch.query(sql, parameters={"t": trace_hex}).result_rows[0][0]:
-                    delays[what].append((time.time_ns() - emitted) / 1e9)
-                    del pending[what]
-            time.sleep(0.05)
-        stop.wait(0.5)
+    pending: dict[str, dict[str, int]] = {what: {} for what in checks}
+    deadline = None
+    while any(pending.values()) or not stop.is_set():
+        if not stop.is_set():
+            emitted = time.time_ns()
+            body = build_payload(service, 1, 2, end_ns=emitted)
+            first = ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans[0]
+            conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+            conn.getresponse().read()
+            for waiting in pending.values():
+                waiting[first.trace_id.hex()] = emitted
+        elif deadline is None:
+            deadline = time.monotonic() + 120
+        elif time.monotonic() > deadline:
+            break
+        for what, sql in checks.items():
+            if pending[what]:
+                found = ch.query(sql, parameters={"t": list(pending[what])}).result_rows
+                now = time.time_ns()
+                for (trace,) in found:
+                    delays[what].append((now - pending[what].pop(trace)) / 1e9)
+        time.sleep(0.5)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -162,7 +204,7 @@ def main() -> None:
     stop = threading.Event()
     idle = threading.Thread(target=probe, args=(settings, probe_service, stop, idle_delays))
     idle.start()
-    time.sleep(5 + settings.ingest.attribution_delay_s)
+    time.sleep(5)
     stop.set()
     idle.join()
 
@@ -195,14 +237,16 @@ def main() -> None:
         if count != last:
             last, stable_since = count, time.monotonic()
         time.sleep(1)
-    last_ingest, last_final, attributed = ch.query(
-        "SELECT toUnixTimestamp64Milli(max(ingested_at)), toUnixTimestamp64Milli(max(finalized_at)), "
+    last_ingest, first_final, last_final, attributed = ch.query(
+        "SELECT toUnixTimestamp64Milli(max(ingested_at)), toUnixTimestamp64Milli(min(finalized_at)), "
+        "toUnixTimestamp64Milli(max(finalized_at)), "
         "countIf(kind != 'llm' OR (user_id_hash != '' AND cost_source = 'computed')) "
         "FROM agent_events WHERE service = {s:String}",
         parameters={"s": service},
     ).result_rows[0]
     window = max((last_ingest / 1000) - start, 1e-9)
-    final_window = max((last_final / 1000) - start, 1e-9)
+    # The finalizer starts an attribution delay after the first span; from then on its rate.
+    final_window = max((last_final - first_final) / 1000, 1e-9)
 
     def delays(found: dict[str, list[float]], what: str) -> str:
         values = found[what]
@@ -216,7 +260,7 @@ def main() -> None:
         ("lost (accepted − stored)", f"{sent.value - last:,}"),
         ("attributed and priced", f"{attributed:,} of {last:,}"),
         ("sustained into ClickHouse (spans/s)", f"{last / window:,.0f}"),
-        ("sustained final, attributed (spans/s)", f"{last / final_window:,.0f}"),
+        ("finalized, attributed (spans/s, first to last final row)", f"{last / final_window:,.0f}"),
         ("emit → queryable (span_inbox), idle p50 / p95 (s)", delays(idle_delays, "queryable")),
         ("emit → final (agent_events), idle p50 / p95 (s)", delays(idle_delays, "final")),
         ("emit → queryable, under load p50 / p95 (s)", delays(load_delays, "queryable")),

@@ -94,6 +94,7 @@ def template_values(settings: Settings) -> dict[str, str]:
         "context_lookback_seconds": str(settings.ingest.context_lookback_s),
         "inbox_retention_hours": str(settings.ingest.inbox_retention_hours),
         "finalizer_max_rows": str(settings.ingest.finalizer_max_rows),
+        "finalizer_interval_seconds": str(settings.ingest.finalizer_interval_s),
         "max_future_seconds": str(settings.ingest.max_future_s),
     }
 

@@ -40,12 +40,18 @@ SELECT
 FROM agent_events
 WHERE finalized_at >= now64(3) - INTERVAL 5 MINUTE AND ts >= now() - INTERVAL 1 HOUR
 """
-# The oldest span still waiting in the inbox, beyond its attribution delay: the finalizer's lag.
+# Spans still waiting in the inbox (the oldest's age is the finalizer's lag), and spans of blocks
+# the finalizer can no longer see: stamped more than two minutes before its cursor (sql/0011; looked
+# for over the last hour).
 _SETTLING_SQL = """
-SELECT count(), dateDiff('millisecond', min(ingested_at), now64(3)) / 1000
+WITH
+    greatest((SELECT max(inbox_block) FROM agent_events), (SELECT max(inbox_block) FROM finalizer_skips)) AS done_block,
+    greatest((SELECT max(ingested_at) FROM agent_events), (SELECT max(ingested_at) FROM finalizer_skips)) AS done_at
+SELECT countIf(ingested_at >= done_at - INTERVAL 2 MINUTE),
+       dateDiff('millisecond', minIf(ingested_at, ingested_at >= done_at - INTERVAL 2 MINUTE), now64(3)) / 1000,
+       countIf(ingested_at < done_at - INTERVAL 2 MINUTE)
 FROM span_inbox
-WHERE ingested_at > (SELECT max(ingested_at) FROM agent_events) - INTERVAL 10 MINUTE
-  AND _block_number > (SELECT max(inbox_block) FROM agent_events)
+WHERE ingested_at >= done_at - INTERVAL 1 HOUR AND _block_number > done_block
 """
 
 
@@ -53,12 +59,13 @@ def clickhouse_health(ch: Client) -> dict[str, float]:
     """Freshness (now − newest span end), insert and final delays (span end → stored / final), last
     5 minutes; spans still settling in the inbox and the age of the oldest; recent dead letters."""
     freshness, delays, final_delays, rows, orphans = ch.query(_CLICKHOUSE_SQL).result_rows[0]
-    settling, oldest_s = ch.query(_SETTLING_SQL).result_rows[0]
+    settling, oldest_s, stranded = ch.query(_SETTLING_SQL).result_rows[0]
     dead = ch.query("SELECT count() FROM dead_letters WHERE received_at >= now64(3) - INTERVAL 1 HOUR")
     health = {
         "live_rows_last_5m": float(rows),
         "parent_missing_last_5m": float(orphans),
         "settling_spans": float(settling),
+        "stranded_spans": float(stranded),
         "dead_letters_last_1h": float(dead.result_rows[0][0]),
     }
     if settling:

@@ -162,6 +162,8 @@ class IngestSettings:
     inbox_retention_hours: int
     # The most rows one finalizer batch takes (bounds its memory while catching up).
     finalizer_max_rows: int
+    # How often the finalizer looks for spans that have waited long enough (each look costs a query).
+    finalizer_interval_s: int
     # Spans starting further in the future than this are dead-lettered (clock skew allowance).
     max_future_s: int
 
@@ -223,6 +225,7 @@ class Settings:
                 context_lookback_s=_env_number("CONTEXT_LOOKBACK_SECONDS", 60),
                 inbox_retention_hours=_env_number("INBOX_RETENTION_HOURS", 24),
                 finalizer_max_rows=_env_number("FINALIZER_MAX_ROWS", 200_000),
+                finalizer_interval_s=_env_number("FINALIZER_INTERVAL_SECONDS", 5),
                 max_future_s=_env_number("MAX_FUTURE_SECONDS", 3600),
             ),
             alerting=AlertSettings(

@@ -25,6 +25,72 @@ DROP VIEW IF EXISTS mv_agent_events_reject;
 DROP TABLE IF EXISTS agent_events_validated;
 DROP TABLE IF EXISTS otel_spans_mapped;
 
+-- The decisions made per span on ingest (and by the cost recompute, metrics_platform/prices/recompute.py),
+-- as SQL functions so both run the same code; tests/test_span_decisions.py checks them.
+
+-- A span that starts a request in its service: a root span, or a server/consumer span.
+CREATE FUNCTION IF NOT EXISTS mp_is_request AS (parent_span_id, span_kind) ->
+    parent_span_id = '' OR span_kind IN ('server', 'consumer');
+
+-- request | agent | llm | tool | http | internal. A producer's hint wins (the platform's own
+-- attribute, OpenLLMetry's traceloop.span.kind, OpenInference's span kind); then the GenAI
+-- operation; then a model or tokens make an LLM call; a client span with HTTP attributes is an
+-- HTTP call; a request is a root or server span; everything else is internal.
+CREATE FUNCTION IF NOT EXISTS mp_span_kind AS
+    (kind_hint, operation, tool, model, response_model, tokens, span_kind, is_http, parent_span_id) -> multiIf(
+        kind_hint IN ('request', 'agent', 'llm', 'tool', 'http', 'internal'), CAST(kind_hint AS String),
+        kind_hint = 'embedding', 'llm',
+        operation = 'execute_tool' OR tool != '', 'tool',
+        operation IN ('invoke_agent', 'create_agent'), 'agent',
+        operation IN ('chat', 'text_completion', 'generate_content', 'embeddings', 'completion', 'responses')
+            OR model != '' OR response_model != '' OR tokens > 0, 'llm',
+        span_kind = 'client' AND is_http, 'http',
+        mp_is_request(parent_span_id, span_kind), 'request',
+        'internal');
+
+-- The price entry of a call: the response model (the variant that served it) first, then the
+-- requested one; each as sent, without a provider prefix ("openai/gpt-4o") and without a date
+-- suffix ("-2026-01-15", "-20260115"); for the span's provider, then for any provider. '' = none.
+CREATE FUNCTION IF NOT EXISTS mp_price_id AS (provider, model, response_model) ->
+    arrayFirst(p -> p != '', arrayMap(
+        m -> if(dictHas('model_alias_dict', (lower(provider), m)),
+                dictGet('model_alias_dict', 'price_id', (lower(provider), m)),
+                dictGetOrDefault('model_alias_dict', 'price_id', ('', m), '')),
+        arrayFilter(m -> m != '', arrayDistinct(arrayFlatten(arrayMap(
+            m -> [m, splitByChar('/', m)[-1],
+                  replaceRegexpOne(splitByChar('/', m)[-1], '[-@](?:\\d{4}-\\d{2}-\\d{2}|\\d{8})$', '')],
+            [lower(response_model), lower(model)]))))));
+
+-- One unit price in force on `day`: the tier's when the call's input passes the tier start.
+CREATE FUNCTION IF NOT EXISTS mp_unit_price AS (price_id, day, base, tier, tokens_prompt) ->
+    coalesce(
+        if(dictGet('model_price_dict', 'tier_start_tokens', tuple(price_id), day) > 0
+               AND tokens_prompt > dictGet('model_price_dict', 'tier_start_tokens', tuple(price_id), day),
+           dictGet('model_price_dict', tier, tuple(price_id), day), NULL),
+        dictGet('model_price_dict', base, tuple(price_id), day));
+
+-- USD of one call at the prices in force on `day`, to 1e-10; NULL when the model has no price.
+-- Input tokens include cached ones and output tokens include reasoning ones (the GenAI
+-- conventions); each part is billed at its own price, or at the input/output price if it has none.
+CREATE FUNCTION IF NOT EXISTS mp_llm_cost AS
+    (price_id, day, tokens_prompt, tokens_completion, tokens_cache_read, tokens_cache_write, tokens_reasoning) ->
+    if(price_id = '' OR NOT dictHas('model_price_dict', tuple(price_id), day), NULL,
+       toDecimal64((
+           greatest(toInt64(tokens_prompt) - tokens_cache_read - tokens_cache_write, 0)
+               * coalesce(mp_unit_price(price_id, day, 'input_per_mtok', 'tier_input_per_mtok', tokens_prompt), toDecimal128(0, 10))
+           + toInt64(tokens_cache_read)
+               * coalesce(mp_unit_price(price_id, day, 'cache_read_per_mtok', 'tier_cache_read_per_mtok', tokens_prompt),
+                          mp_unit_price(price_id, day, 'input_per_mtok', 'tier_input_per_mtok', tokens_prompt), toDecimal128(0, 10))
+           + toInt64(tokens_cache_write)
+               * coalesce(mp_unit_price(price_id, day, 'cache_write_per_mtok', 'tier_cache_write_per_mtok', tokens_prompt),
+                          mp_unit_price(price_id, day, 'input_per_mtok', 'tier_input_per_mtok', tokens_prompt), toDecimal128(0, 10))
+           + greatest(toInt64(tokens_completion) - tokens_reasoning, 0)
+               * coalesce(mp_unit_price(price_id, day, 'output_per_mtok', 'tier_output_per_mtok', tokens_prompt), toDecimal128(0, 10))
+           + toInt64(tokens_reasoning)
+               * coalesce(mp_unit_price(price_id, day, 'reasoning_per_mtok', 'reasoning_per_mtok', tokens_prompt),
+                          mp_unit_price(price_id, day, 'output_per_mtok', 'tier_output_per_mtok', tokens_prompt), toDecimal128(0, 10))
+       ) / 1000000, 10));
+
 CREATE TABLE IF NOT EXISTS span_inbox
 (
     ingested_at        DateTime64(3, 'UTC') DEFAULT now64(3),
@@ -60,6 +126,13 @@ CREATE TABLE IF NOT EXISTS span_inbox
     cost_reported_usd  Nullable(Decimal(18, 10)),
     is_http            Bool,
     attrs              String CODEC(ZSTD(1)),
+    -- decided from the span's own attributes on arrival (the finalizer adds its ancestors' values)
+    kind               LowCardinality(String),
+    is_request         Bool,
+    price_id           LowCardinality(String),
+    cost_computed_usd  Decimal(18, 10),
+    cost_usd           Decimal(18, 10),
+    cost_source        LowCardinality(String),
     PROJECTION kafka_ledger
     (
         SELECT source_topic, source_partition, max(source_offset), max(kafka_ts)
@@ -147,25 +220,12 @@ CREATE TABLE IF NOT EXISTS spans_mapped
 ENGINE = Null;
 
 -- OTLP JSON (the Collector's otlp_json encoding of ExportTraceServiceRequest) -> one row per span.
+-- Each message is parsed once into typed arrays (a JSONExtract per attribute or field would parse
+-- the same text dozens of times per span); attribute values come out as their JSON text, strings
+-- unquoted, so a number, a bool or an array keeps its text and its kind is known. Three nested
+-- SELECTs (parse, pick the attributes, decide) keep each expression computed once per span.
 CREATE MATERIALIZED VIEW IF NOT EXISTS mv_map_otlp_spans TO spans_mapped AS
 WITH
-    -- OTLP attribute values are one-key objects ({"stringValue": ..}, {"intValue": "42"}, ...):
-    -- strings unquoted, other scalars as their JSON text, arrays ({"arrayValue": {"values":
-    -- [...]}}) as a plain JSON array of their elements, e.g. ["stop","content_filter"].
-    (v -> if(JSONType(v, 1) = 'String', JSONExtractString(v, 1), JSONExtractRaw(v, 1))) AS otlp_scalar,
-    (kv -> if(JSONHas(JSONExtractRaw(kv, 'value'), 'arrayValue'),
-              toJSONString(arrayMap(otlp_scalar, JSONExtractArrayRaw(JSONExtractRaw(kv, 'value'), 'arrayValue', 'values'))),
-              otlp_scalar(JSONExtractRaw(kv, 'value')))) AS otlp_value,
-    (kvs -> mapFromArrays(arrayMap(kv -> JSONExtractString(kv, 'key'), kvs), arrayMap(otlp_value, kvs))) AS to_map,
-    JSONExtractArrayRaw(sp, 'attributes') AS span_kvs,
-    JSONExtractArrayRaw(rs, 'resource', 'attributes') AS resource_kvs,
-    to_map(span_kvs) AS span_attrs,
-    to_map(resource_kvs) AS resource_attrs,
-    -- The first non-empty of several attribute names (the platform's own names first, then the
-    -- OpenTelemetry GenAI conventions and what widely used instrumentations emit), looking at the
-    -- span before its resource.
-    (names -> arrayFirst(x -> x != '', arrayConcat(arrayMap(n -> span_attrs[n], names),
-                                                   arrayMap(n -> resource_attrs[n], names)))) AS pick,
     ['service.name'] AS k_service,
     ['deployment.environment.name', 'deployment.environment', 'env'] AS k_env,
     ['agent', 'gen_ai.agent.name'] AS k_agent,
@@ -187,81 +247,30 @@ WITH
     ['cost_usd', 'gen_ai.usage.cost'] AS k_cost,
     arrayConcat(k_service, k_env, k_agent, k_operation, k_model, k_response_model, k_provider, k_route, k_tool,
                 k_status, k_error_type, k_kind) AS string_keys,
-    arrayConcat(k_tokens_prompt, k_tokens_completion, k_tokens_cache_read, k_tokens_cache_write, k_tokens_reasoning) AS token_keys,
     -- Identity keys never reach storage from this path even if a producer bypassed the Collector
     -- (which hashes user ids into user_id_hash and drops the rest, see deploy/otelcol).
     ['user_id', 'user_email', 'enduser.id', 'enduser.email', 'user.id', 'user.email', 'user.name',
      'gen_ai.request.user', 'gen_ai.user'] AS pii_keys,
-    arrayConcat(string_keys, token_keys, k_cost, ['user_id_hash'], pii_keys) AS mapped_keys,
-    -- A string column fed from a non-string attribute (array, map, number) would store its text as
-    -- if it were a name: such spans are rejected instead.
-    arrayFirst(kv -> has(string_keys, JSONExtractString(kv, 'key'))
-                     AND JSONExtractKeys(JSONExtractRaw(kv, 'value'))[1] NOT IN ('stringValue', ''),
-               arrayConcat(span_kvs, resource_kvs)) AS non_string_kv,
-    -- A number attribute: the first present of `names`; NULL when absent, NaN when not a number.
-    (names -> if(pick(names) = '', NULL, toFloat64OrDefault(pick(names), nan))) AS number,
-    (x -> x IS NOT NULL AND NOT (isFinite(x) AND x >= 0 AND x <= 4294967295 AND x = floor(x))) AS bad_count,
-    (names -> toUInt32(if(bad_count(number(names)), 0, ifNull(number(names), 0)))) AS count_of,
-    number(k_cost) AS cost_,
-    JSONExtract(sp, 'startTimeUnixNano', 'UInt64') AS start_ns,
-    JSONExtract(sp, 'endTimeUnixNano', 'UInt64') AS end_ns,
+    arrayConcat(string_keys, k_tokens_prompt, k_tokens_completion, k_tokens_cache_read, k_tokens_cache_write,
+                k_tokens_reasoning, k_cost, ['user_id_hash'], pii_keys) AS mapped_keys,
+    ['tokens_prompt', 'tokens_completion', 'tokens_cache_read', 'tokens_cache_write', 'tokens_reasoning'] AS count_names,
+    -- a token count as its attribute text: '' when absent; bad unless a whole number in UInt32's range
+    (t -> t != '' AND NOT (isFinite(toFloat64OrDefault(t, nan)) AND toFloat64OrDefault(t, nan) >= 0
+                           AND toFloat64OrDefault(t, nan) <= 4294967295
+                           AND toFloat64OrDefault(t, nan) = floor(toFloat64OrDefault(t, nan)))) AS bad_count,
+    (t -> toUInt32(if(bad_count(t), 0, toFloat64OrZero(t)))) AS count_of,
+    multiIf(kind_ IN ('1', 'SPAN_KIND_INTERNAL'), 'internal', kind_ IN ('2', 'SPAN_KIND_SERVER'), 'server',
+            kind_ IN ('3', 'SPAN_KIND_CLIENT'), 'client', kind_ IN ('4', 'SPAN_KIND_PRODUCER'), 'producer',
+            kind_ IN ('5', 'SPAN_KIND_CONSUMER'), 'consumer', '') AS span_kind_name,
     toDateTime64(fromUnixTimestamp64Nano(toInt64(start_ns), 'UTC'), 3, 'UTC') AS ts_,
-    JSONExtractRaw(sp, 'status', 'code') IN ('2', '"STATUS_CODE_ERROR"') AS span_failed,
-    lower(pick(k_status)) AS status_attr,
-    lower(JSONExtractString(sp, 'traceId')) AS trace_id_,
-    lower(JSONExtractString(sp, 'spanId')) AS span_id_,
-    lower(JSONExtractString(sp, 'parentSpanId')) AS parent_span_id_,
-    -- OTLP SpanKind: an enum number in otlp_json, a name in protobuf's generic JSON printer.
-    JSONExtractRaw(sp, 'kind') AS kind_raw,
-    multiIf(kind_raw IN ('1', '"SPAN_KIND_INTERNAL"'), 'internal', kind_raw IN ('2', '"SPAN_KIND_SERVER"'), 'server',
-            kind_raw IN ('3', '"SPAN_KIND_CLIENT"'), 'client', kind_raw IN ('4', '"SPAN_KIND_PRODUCER"'), 'producer',
-            kind_raw IN ('5', '"SPAN_KIND_CONSUMER"'), 'consumer', '') AS span_kind_,
-    intDiv(greatest(end_ns, start_ns) - start_ns, 1000000) AS latency_ms_
-SELECT
-    ts_ AS ts,
-    trace_id_ AS trace_id,
-    span_id_ AS span_id,
-    parent_span_id_ AS parent_span_id,
-    if(JSONExtractString(sp, 'name') != '', JSONExtractString(sp, 'name'),
-       concat(pick(k_agent), ':', pick(k_route))) AS name,
-    span_kind_ AS span_kind,
-    lower(pick(k_kind)) AS kind_hint,
-    pick(k_service) AS service,
-    pick(k_env) AS env,
-    pick(k_agent) AS agent,
-    pick(k_operation) AS operation,
-    pick(k_model) AS model,
-    pick(k_response_model) AS response_model,
-    pick(k_provider) AS provider,
-    pick(k_route) AS route,
-    pick(k_tool) AS tool,
-    lower(pick(['user_id_hash'])) AS user_id_hash,
-    multiIf(status_attr IN ('ok', 'success', 'unset'), 'ok',
-            status_attr != '', status_attr,
-            span_failed, 'error',
-            -- GenAI conventions mark a failed operation with error.type alone
-            pick(k_error_type) != '', 'error',
-            'ok') AS status,
-    coalesce(nullIf(pick(k_error_type), ''), if(span_failed, 'span_error', '')) AS error_type,
-    toUInt32(least(latency_ms_, 4294967295)) AS latency_ms,
-    count_of(k_tokens_prompt) AS tokens_prompt,
-    count_of(k_tokens_completion) AS tokens_completion,
-    count_of(k_tokens_cache_read) AS tokens_cache_read,
-    count_of(k_tokens_cache_write) AS tokens_cache_write,
-    count_of(k_tokens_reasoning) AS tokens_reasoning,
-    -- parsed from the attribute's text, so 0.3 stays 0.3 (a float conversion would not)
-    if(cost_ IS NULL OR NOT isFinite(cost_), NULL, toDecimal128OrNull(pick(k_cost), 10)) AS cost_reported_usd,
-    arrayExists(k -> mapContains(span_attrs, k), ['http.request.method', 'http.method', 'url.full', 'http.url']) AS is_http,
-    toJSONString(mapFilter((k, v) -> NOT has(mapped_keys, k), mapUpdate(resource_attrs, span_attrs))) AS attrs,
-    _topic AS source_topic,
-    _partition AS partition,
-    _offset AS offset,
-    _timestamp_ms AS kafka_ts,
+    intDiv(greatest(end_ns, start_ns) - start_ns, 1000000) AS latency_ms_,
+    lower(a_status) AS status_attr,
+    -- why the span cannot be stored, or ''
     multiIf(
-        length(_error) > 0, concat('kafka: ', _error),
+        kafka_error != '', concat('kafka: ', kafka_error),
         NOT isValidUTF8(payload), 'payload is not valid UTF-8',
         NOT isValidJSON(payload), 'payload is not valid JSON',
-        sp = '', 'no spans in payload (expected OTLP JSON resourceSpans[].scopeSpans[].spans[])',
+        no_spans, 'no spans in payload (expected OTLP JSON resourceSpans[].scopeSpans[].spans[])',
         length(trace_id_) != 32 OR NOT match(trace_id_, '^[0-9a-f]+$'), 'span traceId is not 32 hex characters',
         length(span_id_) != 16 OR NOT match(span_id_, '^[0-9a-f]+$'), 'span spanId is not 16 hex characters',
         NOT match(parent_span_id_, '^([0-9a-f]{16})?$'), 'span parentSpanId is not empty or 16 hex characters',
@@ -272,21 +281,138 @@ SELECT
         ts_ > now64(3) + INTERVAL {{max_future_seconds}} SECOND,
             concat('span start ', toString(ts_), ' is more than ', '{{max_future_seconds}}', ' s in the future'),
         latency_ms_ > 4294967295, 'span lasts longer than 4294967295 ms',
-        pick(k_service) = '', 'span has no service.name',
-        non_string_kv != '',
-            concat('attribute ', JSONExtractString(non_string_kv, 'key'), ' must be a string, got ',
-                   JSONExtractKeys(JSONExtractRaw(non_string_kv, 'value'))[1]),
-        arrayExists(k -> bad_count(number([k])), token_keys),
-            concat('token count ', arrayFirst(k -> bad_count(number([k])), token_keys),
-                   ' is not a whole number between 0 and 4294967295'),
-        cost_ IS NOT NULL AND NOT (isFinite(cost_) AND cost_ >= 0 AND cost_ < 100000000),
-            'cost is not a number between 0 and 100000000',
-        '') AS reject_reason,
-    if(reject_reason = '', '', if(sp = '', if(length(_error) > 0, _raw_message, payload), sp)) AS raw
-FROM kafka_otel_spans
-LEFT ARRAY JOIN JSONExtractArrayRaw(payload, 'resourceSpans') AS rs
-LEFT ARRAY JOIN JSONExtractArrayRaw(rs, 'scopeSpans') AS ss
-LEFT ARRAY JOIN JSONExtractArrayRaw(ss, 'spans') AS sp;
+        a_service = '', 'span has no service.name',
+        non_string_kv.1 != '', concat('attribute ', non_string_kv.1, ' must be a string, got ', non_string_kv.3),
+        bad_count_at > 0,
+            concat('token count ', count_names[bad_count_at], ' is not a whole number between 0 and 4294967295'),
+        bad_cost, 'cost is not a number between 0 and 100000000',
+        '') AS problem
+SELECT
+    ts_ AS ts,
+    trace_id_ AS trace_id,
+    span_id_ AS span_id,
+    parent_span_id_ AS parent_span_id,
+    if(span_name != '', span_name, concat(a_agent, ':', a_route)) AS name,
+    span_kind_name AS span_kind,
+    lower(a_kind) AS kind_hint,
+    a_service AS service,
+    a_env AS env,
+    a_agent AS agent,
+    a_operation AS operation,
+    a_model AS model,
+    a_response_model AS response_model,
+    a_provider AS provider,
+    a_route AS route,
+    a_tool AS tool,
+    lower(a_user_id_hash) AS user_id_hash,
+    multiIf(status_attr IN ('ok', 'success', 'unset'), 'ok',
+            status_attr != '', status_attr,
+            span_failed, 'error',
+            -- GenAI conventions mark a failed operation with error.type alone
+            a_error_type != '', 'error',
+            'ok') AS status,
+    coalesce(nullIf(a_error_type, ''), if(span_failed, 'span_error', '')) AS error_type,
+    toUInt32(least(latency_ms_, 4294967295)) AS latency_ms,
+    count_of(counts[1]) AS tokens_prompt,
+    count_of(counts[2]) AS tokens_completion,
+    count_of(counts[3]) AS tokens_cache_read,
+    count_of(counts[4]) AS tokens_cache_write,
+    count_of(counts[5]) AS tokens_reasoning,
+    -- parsed from the attribute's text, so 0.3 stays 0.3 (a float conversion would not)
+    if(a_cost = '' OR bad_cost, NULL, toDecimal128OrNull(a_cost, 10)) AS cost_reported_usd,
+    is_http_ AS is_http,
+    attrs_ AS attrs,
+    topic_ AS source_topic,
+    partition_ AS partition,
+    offset_ AS offset,
+    kafka_ts_ AS kafka_ts,
+    -- which span of the message, when the message itself was fine
+    if(problem = '' OR no_spans, problem, concat(problem, ' (span ', span_id_text, ')')) AS reject_reason,
+    -- a rejected span is kept with its whole message, which a fixed producer can send again
+    if(reject_reason = '', '', if(kafka_error != '', raw_message, payload)) AS raw
+FROM
+(
+    -- pick the attributes: the first non-empty of several names (the platform's own first, then
+    -- the GenAI conventions and what widely used instrumentations emit), span before resource
+    WITH
+        (names -> arrayFirst(x -> x != '', arrayConcat(arrayMap(n -> span_attrs[n], names),
+                                                       arrayMap(n -> resource_attrs[n], names)))) AS pick
+    SELECT
+        *,
+        pick(k_service) AS a_service, pick(k_env) AS a_env, pick(k_agent) AS a_agent,
+        pick(k_operation) AS a_operation, pick(k_model) AS a_model, pick(k_response_model) AS a_response_model,
+        pick(k_provider) AS a_provider, pick(k_route) AS a_route, pick(k_tool) AS a_tool,
+        pick(k_status) AS a_status, pick(k_error_type) AS a_error_type, pick(k_kind) AS a_kind,
+        pick(['user_id_hash']) AS a_user_id_hash, pick(k_cost) AS a_cost,
+        -- a reported cost that is not a finite amount from 0 to 1e8 USD
+        pick(k_cost) != '' AND NOT (isFinite(toFloat64OrDefault(pick(k_cost), nan))
+                                    AND toFloat64OrDefault(pick(k_cost), nan) >= 0
+                                    AND toFloat64OrDefault(pick(k_cost), nan) < 100000000) AS bad_cost,
+        [pick(k_tokens_prompt), pick(k_tokens_completion), pick(k_tokens_cache_read), pick(k_tokens_cache_write),
+         pick(k_tokens_reasoning)] AS counts,
+        arrayFirstIndex(t -> bad_count(t), counts) AS bad_count_at,
+        -- a string column fed from a non-string attribute (array, map, number) would store its text
+        -- as if it were a name: such spans are rejected instead
+        arrayFirst(kv -> kv.3 NOT IN ('stringValue', '') AND has(string_keys, kv.1), arrayConcat(span_kvs, resource_kvs))
+            AS non_string_kv,
+        arrayExists(k -> mapContains(span_attrs, k), ['http.request.method', 'http.method', 'url.full', 'http.url'])
+            AS is_http_,
+        toJSONString(mapFilter((k, v) -> NOT has(mapped_keys, k), mapUpdate(resource_attrs, span_attrs))) AS attrs_
+    FROM
+    (
+        SELECT
+            *,
+            mapFromArrays(arrayMap(x -> x.1, span_kvs), arrayMap(x -> x.2, span_kvs)) AS span_attrs,
+            mapFromArrays(arrayMap(x -> x.1, resource_kvs), arrayMap(x -> x.2, resource_kvs)) AS resource_attrs
+        FROM
+        (
+            -- parse: one attribute as (key, value text, kind); an array as a plain JSON array of its
+            -- elements, e.g. ["stop","content_filter"]
+            WITH
+                (kv -> (kv.1,
+                        ifNull(multiIf(kv.2.1 IS NOT NULL, kv.2.1, kv.2.2 IS NOT NULL, kv.2.2,
+                                kv.2.3 IS NOT NULL, kv.2.3, kv.2.4 IS NOT NULL, kv.2.4,
+                                kv.2.5 IS NOT NULL, toJSONString(arrayMap(v -> coalesce(v.1, v.2, v.3, v.4, ''),
+                                    JSONExtract(assumeNotNull(kv.2.5), 'values',
+                                        'Array(Tuple(Nullable(String), Nullable(String), Nullable(String), Nullable(String)))'))),
+                                coalesce(kv.2.6, kv.2.7, '')), ''),
+                        multiIf(kv.2.1 IS NOT NULL, 'stringValue', kv.2.2 IS NOT NULL, 'intValue',
+                                kv.2.3 IS NOT NULL, 'doubleValue', kv.2.4 IS NOT NULL, 'boolValue',
+                                kv.2.5 IS NOT NULL, 'arrayValue', kv.2.6 IS NOT NULL, 'kvlistValue',
+                                kv.2.7 IS NOT NULL, 'bytesValue', ''))) AS attribute
+            SELECT
+                payload,
+                _topic AS topic_, _partition AS partition_, _offset AS offset_, _timestamp_ms AS kafka_ts_,
+                _error AS kafka_error, _raw_message AS raw_message,
+                empty(ss.spans) AS no_spans,
+                lower(sp.traceId) AS trace_id_,
+                lower(sp.spanId) AS span_id_,
+                sp.spanId AS span_id_text,
+                lower(sp.parentSpanId) AS parent_span_id_,
+                sp.name AS span_name,
+                sp.kind AS kind_,
+                toUInt64OrZero(sp.startTimeUnixNano) AS start_ns,
+                toUInt64OrZero(sp.endTimeUnixNano) AS end_ns,
+                -- OTLP StatusCode ERROR: an enum number in otlp_json, a name in protobuf's JSON printer
+                sp.status.code IN ('2', 'STATUS_CODE_ERROR') AS span_failed,
+                arrayMap(attribute, sp.attributes) AS span_kvs,
+                arrayMap(attribute, rs.resource.attributes) AS resource_kvs
+            FROM kafka_otel_spans
+            LEFT ARRAY JOIN JSONExtract(payload, 'resourceSpans',
+                'Array(Tuple(resource Tuple(attributes Array(Tuple(key String, value Tuple(stringValue Nullable(String),
+                     intValue Nullable(String), doubleValue Nullable(String), boolValue Nullable(String),
+                     arrayValue Nullable(String), kvlistValue Nullable(String), bytesValue Nullable(String))))),
+                   scopeSpans Array(Tuple(spans Array(Tuple(traceId String, spanId String, parentSpanId String,
+                     name String, kind String, startTimeUnixNano String, endTimeUnixNano String,
+                     attributes Array(Tuple(key String, value Tuple(stringValue Nullable(String),
+                       intValue Nullable(String), doubleValue Nullable(String), boolValue Nullable(String),
+                       arrayValue Nullable(String), kvlistValue Nullable(String), bytesValue Nullable(String)))),
+                     status Tuple(code Nullable(String), message Nullable(String))))))))') AS rs
+            LEFT ARRAY JOIN rs.scopeSpans AS ss
+            LEFT ARRAY JOIN ss.spans AS sp
+        )
+    )
+);
 
 -- The flat event contract (schemas/agent_event.schema.json): one JSON object per message, as
 -- backfills and the original design's history write it.
@@ -384,11 +510,32 @@ SELECT
 FROM kafka_agent_events;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS mv_accept_spans TO span_inbox AS
+WITH
+    mp_span_kind(kind_hint, operation, tool, model, response_model, toUInt64(tokens_prompt) + tokens_completion,
+                 span_kind, is_http, parent_span_id) AS kind_,
+    if(kind_ = 'llm', mp_price_id(provider, model, response_model), '') AS price_id_,
+    mp_llm_cost(price_id_, toDate(ts), tokens_prompt, tokens_completion, tokens_cache_read, tokens_cache_write,
+                tokens_reasoning) AS computed,
+    toDecimal64(0, 10) AS zero
 SELECT
     m.source_topic AS source_topic, m.partition AS source_partition, m.offset AS source_offset, m.kafka_ts AS kafka_ts,
     ts, trace_id, span_id, parent_span_id, name, span_kind, kind_hint, service, env, agent, operation, model,
     response_model, provider, route, tool, user_id_hash, status, error_type, latency_ms, tokens_prompt,
-    tokens_completion, tokens_cache_read, tokens_cache_write, tokens_reasoning, cost_reported_usd, is_http, attrs
+    tokens_completion, tokens_cache_read, tokens_cache_write, tokens_reasoning, cost_reported_usd, is_http, attrs,
+    kind_ AS kind,
+    mp_is_request(parent_span_id, span_kind) AS is_request,
+    price_id_ AS price_id,
+    ifNull(computed, zero) AS cost_computed_usd,
+    -- What dashboards sum: reported cost when the span carried one, else computed; only for LLM and
+    -- tool calls (frameworks put their children's total on request and agent spans).
+    multiIf(kind_ NOT IN ('llm', 'tool'), zero,
+            cost_reported_usd IS NOT NULL, toDecimal64(assumeNotNull(cost_reported_usd), 10),
+            ifNull(computed, zero)) AS cost_usd,
+    multiIf(kind_ NOT IN ('llm', 'tool'), '',
+            cost_reported_usd IS NOT NULL, 'reported',
+            computed IS NOT NULL, 'computed',
+            kind_ = 'llm', 'unpriced',
+            '') AS cost_source
 FROM spans_mapped AS m
 LEFT JOIN
 (

@@ -1,7 +1,7 @@
 -- agent_events, second version: every span once, attributed down its trace, classified, priced,
 -- with its rollups as projections in the same parts.
 --
--- span_inbox --(finalize_spans: refreshable view, every second)--> agent_events (+ projections)
+-- span_inbox --(finalize_spans: refreshable view, every few seconds)--> agent_events (+ projections)
 --
 -- Why a finalizer: applications put the user, agent and route on their own span and the
 -- instrumentation's LLM span is a child; parents end (and are exported) after their children, so
@@ -17,7 +17,8 @@
 -- Exactly once: the finalizer's cursor is the highest inbox block number in agent_events (stored
 -- with the rows, so it moves with them), inbox blocks are numbered in commit order, and a batch is
 -- whole blocks. A span seen again within {{context_lookback_seconds}} s (a Collector resending
--- after a crash, an SDK retry) is stored once.
+-- after a crash, an SDK retry) is stored once; a batch of nothing but such copies moves the cursor
+-- through finalizer_skips, so a flood of copies cannot stall the finalizer.
 
 -- The first version's rollup tables and their views give way to projections.
 DROP VIEW IF EXISTS mv_agent_metrics_1m;
@@ -33,72 +34,6 @@ DROP TABLE IF EXISTS user_cost_1d_state;
 -- The first version's table is moved aside once; its rows are finalized again below.
 -- if: SELECT count() = 0 FROM system.columns WHERE database = currentDatabase() AND table = 'agent_events' AND name = 'kind'
 RENAME TABLE IF EXISTS agent_events TO agent_events_legacy;
-
--- The decisions the finalizer (and the cost recompute, metrics_platform/prices/recompute.py) make
--- per span, as SQL functions so both run the same code; tests/test_span_decisions.py checks them.
-
--- A span that starts a request in its service: a root span, or a server/consumer span.
-CREATE FUNCTION IF NOT EXISTS mp_is_request AS (parent_span_id, span_kind) ->
-    parent_span_id = '' OR span_kind IN ('server', 'consumer');
-
--- request | agent | llm | tool | http | internal. A producer's hint wins (the platform's own
--- attribute, OpenLLMetry's traceloop.span.kind, OpenInference's span kind); then the GenAI
--- operation; then a model or tokens make an LLM call; a client span with HTTP attributes is an
--- HTTP call; a request is a root or server span; everything else is internal.
-CREATE FUNCTION IF NOT EXISTS mp_span_kind AS
-    (kind_hint, operation, tool, model, response_model, tokens, span_kind, is_http, parent_span_id) -> multiIf(
-        kind_hint IN ('request', 'agent', 'llm', 'tool', 'http', 'internal'), CAST(kind_hint AS String),
-        kind_hint = 'embedding', 'llm',
-        operation = 'execute_tool' OR tool != '', 'tool',
-        operation IN ('invoke_agent', 'create_agent'), 'agent',
-        operation IN ('chat', 'text_completion', 'generate_content', 'embeddings', 'completion', 'responses')
-            OR model != '' OR response_model != '' OR tokens > 0, 'llm',
-        span_kind = 'client' AND is_http, 'http',
-        mp_is_request(parent_span_id, span_kind), 'request',
-        'internal');
-
--- The price entry of a call: the response model (the variant that served it) first, then the
--- requested one; each as sent, without a provider prefix ("openai/gpt-4o") and without a date
--- suffix ("-2026-01-15", "-20260115"); for the span's provider, then for any provider. '' = none.
-CREATE FUNCTION IF NOT EXISTS mp_price_id AS (provider, model, response_model) ->
-    arrayFirst(p -> p != '', arrayMap(
-        m -> if(dictHas('model_alias_dict', (lower(provider), m)),
-                dictGet('model_alias_dict', 'price_id', (lower(provider), m)),
-                dictGetOrDefault('model_alias_dict', 'price_id', ('', m), '')),
-        arrayFilter(m -> m != '', arrayDistinct(arrayFlatten(arrayMap(
-            m -> [m, splitByChar('/', m)[-1],
-                  replaceRegexpOne(splitByChar('/', m)[-1], '[-@](?:\\d{4}-\\d{2}-\\d{2}|\\d{8})$', '')],
-            [lower(response_model), lower(model)]))))));
-
--- One unit price in force on `day`: the tier's when the call's input passes the tier start.
-CREATE FUNCTION IF NOT EXISTS mp_unit_price AS (price_id, day, base, tier, tokens_prompt) ->
-    coalesce(
-        if(dictGet('model_price_dict', 'tier_start_tokens', tuple(price_id), day) > 0
-               AND tokens_prompt > dictGet('model_price_dict', 'tier_start_tokens', tuple(price_id), day),
-           dictGet('model_price_dict', tier, tuple(price_id), day), NULL),
-        dictGet('model_price_dict', base, tuple(price_id), day));
-
--- USD of one call at the prices in force on `day`, to 1e-10; NULL when the model has no price.
--- Input tokens include cached ones and output tokens include reasoning ones (the GenAI
--- conventions); each part is billed at its own price, or at the input/output price if it has none.
-CREATE FUNCTION IF NOT EXISTS mp_llm_cost AS
-    (price_id, day, tokens_prompt, tokens_completion, tokens_cache_read, tokens_cache_write, tokens_reasoning) ->
-    if(price_id = '' OR NOT dictHas('model_price_dict', tuple(price_id), day), NULL,
-       toDecimal64((
-           greatest(toInt64(tokens_prompt) - tokens_cache_read - tokens_cache_write, 0)
-               * coalesce(mp_unit_price(price_id, day, 'input_per_mtok', 'tier_input_per_mtok', tokens_prompt), toDecimal128(0, 10))
-           + toInt64(tokens_cache_read)
-               * coalesce(mp_unit_price(price_id, day, 'cache_read_per_mtok', 'tier_cache_read_per_mtok', tokens_prompt),
-                          mp_unit_price(price_id, day, 'input_per_mtok', 'tier_input_per_mtok', tokens_prompt), toDecimal128(0, 10))
-           + toInt64(tokens_cache_write)
-               * coalesce(mp_unit_price(price_id, day, 'cache_write_per_mtok', 'tier_cache_write_per_mtok', tokens_prompt),
-                          mp_unit_price(price_id, day, 'input_per_mtok', 'tier_input_per_mtok', tokens_prompt), toDecimal128(0, 10))
-           + greatest(toInt64(tokens_completion) - tokens_reasoning, 0)
-               * coalesce(mp_unit_price(price_id, day, 'output_per_mtok', 'tier_output_per_mtok', tokens_prompt), toDecimal128(0, 10))
-           + toInt64(tokens_reasoning)
-               * coalesce(mp_unit_price(price_id, day, 'reasoning_per_mtok', 'reasoning_per_mtok', tokens_prompt),
-                          mp_unit_price(price_id, day, 'output_per_mtok', 'tier_output_per_mtok', tokens_prompt), toDecimal128(0, 10))
-       ) / 1000000, 10));
 
 CREATE TABLE IF NOT EXISTS agent_events
 (
@@ -212,47 +147,70 @@ ORDER BY (service, env, kind, agent, route, ts)
 TTL toDateTime(ts) + INTERVAL {{retention_days}} DAY DELETE
 SETTINGS merge_with_ttl_timeout = 3600;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS finalize_spans
-REFRESH EVERY 1 SECOND APPEND TO agent_events
-AS
+-- A batch made only of copies writes no row, so its blocks are recorded here instead; the cursor
+-- is the higher of the two. (Written only when agent_events gets nothing, so never half.)
+CREATE TABLE IF NOT EXISTS finalizer_skips
+(
+    inbox_block UInt64,
+    ingested_at DateTime64(3, 'UTC'),
+    spans       UInt64,
+    skipped_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+ORDER BY inbox_block
+TTL toDateTime(skipped_at) + INTERVAL {{inbox_retention_hours}} HOUR DELETE;
+
+-- The next batch of spans to finalize, every decision made: what both refreshable views below read.
+CREATE VIEW IF NOT EXISTS finalizer_batch AS
 WITH
-    (SELECT max(inbox_block) FROM agent_events) AS done_block,
-    (SELECT max(ingested_at) FROM agent_events) AS done_at,
+    -- the cursor: the last inbox block finalized, or skipped as nothing but copies
+    greatest((SELECT max(inbox_block) FROM agent_events), (SELECT max(inbox_block) FROM finalizer_skips)) AS done_block,
+    greatest((SELECT max(ingested_at) FROM agent_events), (SELECT max(ingested_at) FROM finalizer_skips)) AS done_at,
     -- This batch: the next inbox blocks in commit order, stopping at the first block younger than
     -- the attribution delay, at the end of an ingest day, or after {{finalizer_max_rows}} rows
-    -- (at least one block).
+    -- (at least one block); and when its last block arrived. Blocks are looked for among rows
+    -- stamped up to two minutes before the cursor's (a block's rows are stamped when its insert
+    -- starts, and it is numbered when it commits); pipeline health reports any left behind.
     (
-        SELECT arraySlice(arrayMap(x -> x.1, blocks), 1, least(
-                   toUInt64(if(young = 0, length(blocks), young - 1)),
-                   toUInt64(if(next_day = 0, length(blocks), next_day - 1)),
-                   toUInt64(greatest(arrayCount(c -> c <= {{finalizer_max_rows}}, arrayCumSum(arrayMap(x -> x.2, blocks))), 1))))
+        SELECT (arraySlice(arrayMap(x -> x.1, blocks), 1, taken),
+                if(taken = 0, toDateTime64(0, 3, 'UTC'), arrayMax(arrayMap(x -> x.3, arraySlice(blocks, 1, taken)))))
         FROM
         (
-            SELECT blocks,
-                   arrayFirstIndex(x -> x.3 > now64(3) - INTERVAL {{attribution_delay_seconds}} SECOND, blocks) AS young,
-                   arrayFirstIndex(x -> toDate(x.3) != toDate(blocks[1].3), blocks) AS next_day
+            SELECT blocks, least(
+                       toUInt64(if(young = 0, length(blocks), young - 1)),
+                       toUInt64(if(next_day = 0, length(blocks), next_day - 1)),
+                       toUInt64(greatest(arrayCount(c -> c <= {{finalizer_max_rows}}, arrayCumSum(arrayMap(x -> x.2, blocks))), 1)))
+                       AS taken
             FROM
             (
-                SELECT arraySort(groupArray((b, n, at))) AS blocks
+                SELECT blocks,
+                       arrayFirstIndex(x -> x.3 > now64(3) - INTERVAL {{attribution_delay_seconds}} SECOND, blocks) AS young,
+                       arrayFirstIndex(x -> toDate(x.3) != toDate(blocks[1].3), blocks) AS next_day
                 FROM
                 (
-                    SELECT _block_number AS b, count() AS n, max(ingested_at) AS at
-                    FROM span_inbox
-                    WHERE _block_number > done_block AND ingested_at >= done_at - INTERVAL 10 MINUTE
-                    GROUP BY b
+                    SELECT arraySort(groupArray((b, n, at))) AS blocks
+                    FROM
+                    (
+                        SELECT _block_number AS b, count() AS n, max(ingested_at) AS at
+                        FROM span_inbox
+                        WHERE ingested_at >= done_at - INTERVAL 2 MINUTE AND _block_number > done_block
+                        GROUP BY b
+                    )
                 )
             )
         )
-    ) AS batch_blocks,
-    toDecimal64(0, 10) AS zero,
+    ) AS next_batch,
+    next_batch.1 AS batch_blocks,
+    next_batch.2 AS batch_last_at,
     batch AS
     (
         SELECT *, _block_number AS block
         FROM span_inbox
-        WHERE _block_number IN batch_blocks AND ingested_at >= done_at - INTERVAL 10 MINUTE
+        WHERE length(batch_blocks) > 0 AND ingested_at >= done_at - INTERVAL 2 MINUTE
+          AND ingested_at <= batch_last_at AND _block_number IN batch_blocks
     ),
-    -- Every span of the batch's traces seen from a little before the batch until now: the links
-    -- of the ancestor walk, and earlier copies of the same span.
+    -- Every span of the batch's traces seen from a little before the batch until the attribution
+    -- delay after it: the links of the ancestor walk, and earlier copies of the same span.
     traces AS
     (
         SELECT
@@ -264,10 +222,66 @@ WITH
             anyIf((CAST(env AS String), CAST(agent AS String), CAST(route AS String), user_id_hash), parent_span_id = '') AS root_context
         FROM (SELECT trace_id, span_id, parent_span_id, env, agent, route, user_id_hash, _block_number AS block
               FROM span_inbox
-              WHERE ingested_at >= done_at - INTERVAL {{context_lookback_seconds}} SECOND
+              WHERE length(batch_blocks) > 0
+                AND ingested_at >= done_at - INTERVAL {{context_lookback_seconds}} SECOND
+                AND ingested_at <= batch_last_at + INTERVAL {{attribution_delay_seconds}} SECOND
                 AND trace_id IN (SELECT trace_id FROM batch))
         GROUP BY trace_id
     )
+SELECT
+    s.ts AS ts,
+    s.trace_id AS trace_id,
+    s.span_id AS span_id,
+    s.parent_span_id AS parent_span_id,
+    s.name AS name,
+    s.kind AS kind,
+    s.is_request AS is_request,
+    s.span_kind AS span_kind,
+    s.service AS service,
+    -- Nearest ancestor first: walk up the parent links (at most 16 levels) filling what is empty.
+    arrayFold((acc, step) -> if(acc.5 = '', acc,
+            (if(acc.1 != '', acc.1, t.contexts[indexOf(t.ids, acc.5)].1),
+             if(acc.2 != '', acc.2, t.contexts[indexOf(t.ids, acc.5)].2),
+             if(acc.3 != '', acc.3, t.contexts[indexOf(t.ids, acc.5)].3),
+             if(acc.4 != '', acc.4, t.contexts[indexOf(t.ids, acc.5)].4),
+             if(indexOf(t.ids, acc.5) = 0, '', t.parents[indexOf(t.ids, acc.5)]),
+             acc.6 OR indexOf(t.ids, acc.5) = 0)),
+        range(16),
+        (CAST(s.env AS String), CAST(s.agent AS String), CAST(s.route AS String), s.user_id_hash, s.parent_span_id, false)) AS walk,
+    walk.6 AS parent_missing,
+    if(walk.1 = '' AND parent_missing, t.root_context.1, walk.1) AS env,
+    if(walk.2 = '' AND parent_missing, t.root_context.2, walk.2) AS agent,
+    s.operation AS operation,
+    s.model AS model,
+    s.response_model AS response_model,
+    s.provider AS provider,
+    if(walk.3 = '' AND parent_missing, t.root_context.3, walk.3) AS route,
+    s.tool AS tool,
+    if(walk.4 = '' AND parent_missing, t.root_context.4, walk.4) AS user_id_hash,
+    s.status AS status,
+    s.error_type AS error_type,
+    s.latency_ms AS latency_ms,
+    s.tokens_prompt AS tokens_prompt,
+    s.tokens_completion AS tokens_completion,
+    s.tokens_cache_read AS tokens_cache_read,
+    s.tokens_cache_write AS tokens_cache_write,
+    s.tokens_reasoning AS tokens_reasoning,
+    s.price_id AS price_id,
+    s.cost_usd AS cost_usd,
+    s.cost_reported_usd AS cost_reported_usd,
+    s.cost_computed_usd AS cost_computed_usd,
+    s.cost_source AS cost_source,
+    s.attrs AS attrs,
+    s.ingested_at AS ingested_at,
+    s.block AS inbox_block,
+    -- a copy of the span seen in an earlier inbox block (a resend, a retry)
+    arrayExists((id, blk) -> id = s.span_id AND blk < s.block, t.ids, t.blocks) AS duplicate
+FROM batch AS s
+LEFT JOIN traces AS t USING trace_id;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS finalize_spans
+REFRESH EVERY {{finalizer_interval_seconds}} SECOND APPEND TO agent_events
+AS
 SELECT
     ts, trace_id, span_id, parent_span_id, name, kind,
     is_request, span_kind, service, env, agent, operation,
@@ -275,87 +289,36 @@ SELECT
     status, error_type, latency_ms, tokens_prompt, tokens_completion, tokens_cache_read,
     tokens_cache_write, tokens_reasoning, cost_usd, cost_reported_usd, cost_computed_usd, cost_source,
     price_id, parent_missing, attrs, ingested_at, inbox_block
-FROM
-(
-    SELECT
-        s.ts AS ts,
-        s.trace_id AS trace_id,
-        s.span_id AS span_id,
-        s.parent_span_id AS parent_span_id,
-        s.name AS name,
-        mp_span_kind(s.kind_hint, s.operation, s.tool, s.model, s.response_model,
-                     toUInt64(s.tokens_prompt) + s.tokens_completion, s.span_kind, s.is_http, s.parent_span_id) AS kind,
-        mp_is_request(s.parent_span_id, s.span_kind) AS is_request,
-        s.span_kind AS span_kind,
-        s.service AS service,
-        -- Nearest ancestor first: walk up the parent links (at most 16 levels) filling what is empty.
-        arrayFold((acc, step) -> if(acc.5 = '', acc,
-                (if(acc.1 != '', acc.1, t.contexts[indexOf(t.ids, acc.5)].1),
-                 if(acc.2 != '', acc.2, t.contexts[indexOf(t.ids, acc.5)].2),
-                 if(acc.3 != '', acc.3, t.contexts[indexOf(t.ids, acc.5)].3),
-                 if(acc.4 != '', acc.4, t.contexts[indexOf(t.ids, acc.5)].4),
-                 if(indexOf(t.ids, acc.5) = 0, '', t.parents[indexOf(t.ids, acc.5)]),
-                 acc.6 OR indexOf(t.ids, acc.5) = 0)),
-            range(16),
-            (CAST(s.env AS String), CAST(s.agent AS String), CAST(s.route AS String), s.user_id_hash, s.parent_span_id, false)) AS walk,
-        walk.6 AS parent_missing,
-        if(walk.1 = '' AND parent_missing, t.root_context.1, walk.1) AS env,
-        if(walk.2 = '' AND parent_missing, t.root_context.2, walk.2) AS agent,
-        s.operation AS operation,
-        s.model AS model,
-        s.response_model AS response_model,
-        s.provider AS provider,
-        if(walk.3 = '' AND parent_missing, t.root_context.3, walk.3) AS route,
-        s.tool AS tool,
-        if(walk.4 = '' AND parent_missing, t.root_context.4, walk.4) AS user_id_hash,
-        s.status AS status,
-        s.error_type AS error_type,
-        s.latency_ms AS latency_ms,
-        s.tokens_prompt AS tokens_prompt,
-        s.tokens_completion AS tokens_completion,
-        s.tokens_cache_read AS tokens_cache_read,
-        s.tokens_cache_write AS tokens_cache_write,
-        s.tokens_reasoning AS tokens_reasoning,
-        if(kind = 'llm', mp_price_id(s.provider, s.model, s.response_model), '') AS price_id,
-        mp_llm_cost(price_id, toDate(s.ts), s.tokens_prompt, s.tokens_completion, s.tokens_cache_read,
-                    s.tokens_cache_write, s.tokens_reasoning) AS computed,
-        multiIf(kind NOT IN ('llm', 'tool'), zero,
-                s.cost_reported_usd IS NOT NULL, toDecimal64(assumeNotNull(s.cost_reported_usd), 10),
-                ifNull(computed, zero)) AS cost_usd,
-        s.cost_reported_usd AS cost_reported_usd,
-        ifNull(computed, zero) AS cost_computed_usd,
-        multiIf(kind NOT IN ('llm', 'tool'), '',
-                s.cost_reported_usd IS NOT NULL, 'reported',
-                computed IS NOT NULL, 'computed',
-                kind = 'llm', 'unpriced',
-                '') AS cost_source,
-        s.attrs AS attrs,
-        s.ingested_at AS ingested_at,
-        s.block AS inbox_block
-    FROM batch AS s
-    LEFT JOIN traces AS t USING trace_id
-    -- a copy of a span seen in an earlier block is not stored again; two in one block, once
-    WHERE NOT arrayExists((id, blk) -> id = s.span_id AND blk < s.block, t.ids, t.blocks)
-    LIMIT 1 BY s.trace_id, s.span_id
-)
+FROM finalizer_batch
+WHERE NOT duplicate
+-- two copies in one block: stored once
+LIMIT 1 BY trace_id, span_id
 -- one insert block, so one part: rows and projections land together
 SETTINGS max_insert_block_size = 100000000, min_insert_block_size_rows = 100000000,
          min_insert_block_size_bytes = 100000000000, max_insert_threads = 1, max_threads = 2;
 
--- The first version's rows, once, through the finalizer like any other span (kind, cost and
--- attribution are computed for them as for new ones). agent_events_legacy is kept until its
+-- Only needed after a flood of copies, so it looks less often.
+CREATE MATERIALIZED VIEW IF NOT EXISTS skip_copied_batches
+REFRESH EVERY 30 SECOND APPEND TO finalizer_skips
+AS
+SELECT max(inbox_block) AS inbox_block, max(ingested_at) AS ingested_at, count() AS spans
+FROM finalizer_batch
+HAVING count() > 0 AND countIf(NOT duplicate) = 0;
+
+-- The first version's rows, once, through the mapping's accept view and the finalizer like any other
+-- span (kind, cost and attribution are computed for them as for new ones). agent_events_legacy is kept until its
 -- retention ends; drop it once the copy is checked.
 -- if: SELECT count() = 1 FROM system.tables WHERE database = currentDatabase() AND name = 'agent_events_legacy'
-INSERT INTO span_inbox
-    (source_topic, source_partition, source_offset, kafka_ts, ts, trace_id, span_id, parent_span_id, name,
-     span_kind, kind_hint, service, env, agent, operation, model, response_model, provider, route, tool,
-     user_id_hash, status, error_type, latency_ms, tokens_prompt, tokens_completion, tokens_cache_read,
-     tokens_cache_write, tokens_reasoning, cost_reported_usd, is_http, attrs)
+INSERT INTO spans_mapped
+    (ts, trace_id, span_id, parent_span_id, name, span_kind, kind_hint, service, env, agent, operation, model,
+     response_model, provider, route, tool, user_id_hash, status, error_type, latency_ms, tokens_prompt,
+     tokens_completion, tokens_cache_read, tokens_cache_write, tokens_reasoning, cost_reported_usd, is_http, attrs,
+     source_topic, partition, offset, kafka_ts, reject_reason, raw)
 SELECT
-    'migration:agent_events_legacy', 0, 0, toDateTime64(0, 3, 'UTC'), ts, trace_id, span_id, parent_span_id, name,
-    '', '', service, env, agent, operation, model, '', provider, route, '',
-    user_id_hash, status, error_type, latency_ms, tokens_prompt, tokens_completion, 0,
-    0, 0, if(cost_usd > 0, toDecimal128(cost_usd, 10), NULL), false, toJSONString(attrs)
+    ts, trace_id, span_id, parent_span_id, name, '', '', service, env, agent, operation, model,
+    '', provider, route, '', user_id_hash, status, error_type, latency_ms, tokens_prompt,
+    tokens_completion, 0, 0, 0, if(cost_usd > 0, toDecimal128(cost_usd, 10), NULL), false, toJSONString(attrs),
+    'migration:agent_events_legacy', 0, 0, toDateTime64(0, 3, 'UTC'), '', ''
 FROM agent_events_legacy
 WHERE (trace_id, span_id) NOT IN
     (SELECT trace_id, span_id FROM span_inbox WHERE source_topic = 'migration:agent_events_legacy');

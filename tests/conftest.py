@@ -33,6 +33,7 @@ TEST_ENV = {
     "METRICS_PLATFORM_KAFKA_FLUSH_INTERVAL_MS": "500",
     # Spans are final (attributed, in agent_events) this long after ClickHouse receives them.
     "METRICS_PLATFORM_ATTRIBUTION_DELAY_SECONDS": "2",
+    "METRICS_PLATFORM_FINALIZER_INTERVAL_SECONDS": "1",
 }
 # The test stack must not inherit a developer's pointers to external servers.
 for name in ("CLICKHOUSE_URL", "CLICKHOUSE_HOST", "METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS"):
