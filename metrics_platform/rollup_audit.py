@@ -16,7 +16,7 @@ from decimal import Decimal
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from metrics_platform.rollups import SUMS, Rollup
+from metrics_platform.rollups import Rollup
 
 QUANTILE_TOLERANCE = 0.05
 
@@ -99,12 +99,12 @@ def audit(ch: Client, start: datetime, end: datetime, rollup: Rollup) -> AuditRe
             raise
         rolled = _answers(ch, rollup, params, {})
     raw = _answers(ch, rollup, params, {"optimize_use_projections": 0})
-    empty = tuple([0] * len(SUMS) + ([[0.0, 0.0]] if rollup.latency else []))
+    empty = tuple([0] * len(rollup.sums) + ([[0.0, 0.0]] if rollup.latency else []))
     for key in sorted(rolled.keys() | raw.keys()):
         mine, truth = rolled.get(key, empty), raw.get(key, empty)
         result.groups += 1
-        result.raw_spans += int(truth[0])
-        for index, name in enumerate(SUMS):
+        result.raw_spans += int(truth[0])  # every rollup's first sum is spans = count()
+        for index, name in enumerate(rollup.sums):
             if Decimal(str(mine[index])) != Decimal(str(truth[index])):
                 result.mismatches.append(Mismatch(key, name, str(mine[index]), str(truth[index])))
         if rollup.latency:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Aggregates every rollup carries, exactly as the projections spell them (a query matches a
-# projection only with the same expressions).
-SUMS: dict[str, str] = {
+# Aggregates, exactly as the projections spell them (a query matches a projection only with the same
+# expressions). Every rollup starts with spans = count(), which the audit reports as its size.
+SPAN_SUMS: dict[str, str] = {
     "spans": "count()",
     "errors": "countIf(status != 'ok')",
     "tokens_prompt": "sum(tokens_prompt)",
@@ -23,18 +23,33 @@ SUMS: dict[str, str] = {
     "tokens_reasoning": "sum(tokens_reasoning)",
     "cost_usd": "sum(cost_usd)",
 }
-QUANTILES = "quantilesTDigest(0.5, 0.95)(latency_ms)"
+# The per-minute and per-user rollups answer questions about requests only (SLO windows, cost per
+# user), so they fold kinds into conditional aggregates: one row per bucket and key, not per kind.
+REQUEST_SUMS: dict[str, str] = {
+    "spans": "count()",
+    "requests": "countIf(is_request)",
+    "failed_requests": "countIf(is_request AND status != 'ok')",
+}
+USER_SUMS: dict[str, str] = {
+    **REQUEST_SUMS,
+    "llm_tokens_prompt": "sumIf(tokens_prompt, kind = 'llm')",
+    "llm_tokens_completion": "sumIf(tokens_completion, kind = 'llm')",
+    "cost_usd": "sum(cost_usd)",
+}
+SPAN_LATENCY = "quantilesTDigest(0.5, 0.95)(latency_ms)"
+REQUEST_LATENCY = "quantilesTDigestIf(0.5, 0.95)(latency_ms, is_request)"
 
 
 @dataclass(frozen=True)
 class Rollup:
-    """One projection: its time bucket over ``ts``, its keys, whether it keeps latency quantiles."""
+    """One projection: its time bucket over ``ts``, its keys, its sums and latency quantiles (if any)."""
 
     name: str
     bucket_column: str
     bucket: str
     keys: tuple[str, ...]
-    latency: bool
+    sums: dict[str, str]
+    latency: str | None
     audit_hours: int  # default audit window: a few of its buckets
 
     @property
@@ -47,9 +62,9 @@ class Rollup:
         ``keys`` narrows the grouping to a subset of the projection's keys (still answered by it).
         """
         keys = self.keys if keys is None else keys
-        columns = [f"{self.bucket} AS {self.bucket_column}", *keys, *(f"{e} AS {n}" for n, e in SUMS.items())]
+        columns = [f"{self.bucket} AS {self.bucket_column}", *keys, *(f"{e} AS {n}" for n, e in self.sums.items())]
         if self.latency:
-            columns.append(f"{QUANTILES} AS latency_q")
+            columns.append(f"{self.latency} AS latency_q")
         condition = f"{self.bucket} >= {{start:DateTime}} AND {self.bucket} < {{end:DateTime}}"
         return (
             f"SELECT {', '.join(columns)} FROM agent_events WHERE {condition}{f' AND ({where})' if where else ''} "
@@ -60,19 +75,18 @@ class Rollup:
 ROLLUPS: dict[str, Rollup] = {
     rollup.name: rollup
     for rollup in (
-        Rollup("p_route_minute", "ts_min", "toStartOfMinute(ts)", ("service", "env", "route", "kind", "is_request"),
-               latency=True, audit_hours=3),
+        Rollup("p_route_minute", "ts_min", "toStartOfMinute(ts)", ("service", "env", "route"),
+               REQUEST_SUMS, REQUEST_LATENCY, audit_hours=3),
         Rollup("p_route_hour", "ts_hour", "toStartOfHour(ts)", ("service", "env", "route", "kind", "is_request"),
-               latency=True, audit_hours=24),
+               SPAN_SUMS, SPAN_LATENCY, audit_hours=24),
         Rollup("p_route_day", "day", "toDate(ts)", ("service", "env", "route", "kind", "is_request"),
-               latency=True, audit_hours=72),
+               SPAN_SUMS, SPAN_LATENCY, audit_hours=72),
         Rollup("p_model_minute", "ts_min", "toStartOfMinute(ts)", ("service", "env", "model", "provider", "kind"),
-               latency=True, audit_hours=3),
+               SPAN_SUMS, SPAN_LATENCY, audit_hours=3),
         Rollup("p_model_hour", "ts_hour", "toStartOfHour(ts)",
-               ("service", "env", "model", "provider", "kind", "error_type"), latency=True, audit_hours=24),
+               ("service", "env", "model", "provider", "kind", "error_type"), SPAN_SUMS, SPAN_LATENCY, audit_hours=24),
         Rollup("p_agent_hour", "ts_hour", "toStartOfHour(ts)", ("service", "env", "agent", "tool", "kind"),
-               latency=True, audit_hours=24),
-        Rollup("p_user_day", "day", "toDate(ts)", ("user_id_hash", "kind", "is_request"),
-               latency=False, audit_hours=72),
+               SPAN_SUMS, SPAN_LATENCY, audit_hours=24),
+        Rollup("p_user_day", "day", "toDate(ts)", ("user_id_hash",), USER_SUMS, None, audit_hours=72),
     )
 }  # fmt: skip

@@ -24,12 +24,14 @@ SELECT service, env, route,
        sumIf(errors, ts_min >= now() - toIntervalMinute({short:UInt32})) AS short_errors
 FROM
 (
-    SELECT toStartOfMinute(ts) AS ts_min, service, env, route, count() AS calls, countIf(status != 'ok') AS errors
+    SELECT toStartOfMinute(ts) AS ts_min, service, env, route,
+           countIf(is_request) AS calls, countIf(is_request AND status != 'ok') AS errors
     FROM agent_events
-    WHERE toStartOfMinute(ts) >= now() - toIntervalMinute({long:UInt32}) AND is_request
+    WHERE toStartOfMinute(ts) >= now() - toIntervalMinute({long:UInt32})
     GROUP BY ts_min, service, env, route
 )
 GROUP BY service, env, route
+HAVING long_calls > 0
 """
 
 

@@ -219,6 +219,59 @@ CREATE TABLE IF NOT EXISTS spans_mapped
 )
 ENGINE = Null;
 
+-- The views downstream of spans_mapped come first: ClickHouse starts streaming from a Kafka table
+-- as soon as one view reads it, with the chain as it is at that moment; a view reading Kafka
+-- created before its downstream would push the first messages into a chain that ends nowhere.
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS mv_accept_spans TO span_inbox AS
+WITH
+    mp_span_kind(kind_hint, operation, tool, model, response_model, toUInt64(tokens_prompt) + tokens_completion,
+                 span_kind, is_http, parent_span_id) AS kind_,
+    if(kind_ = 'llm', mp_price_id(provider, model, response_model), '') AS price_id_,
+    mp_llm_cost(price_id_, toDate(ts), tokens_prompt, tokens_completion, tokens_cache_read, tokens_cache_write,
+                tokens_reasoning) AS computed,
+    toDecimal64(0, 10) AS zero
+SELECT
+    m.source_topic AS source_topic, m.partition AS source_partition, m.offset AS source_offset, m.kafka_ts AS kafka_ts,
+    ts, trace_id, span_id, parent_span_id, name, span_kind, kind_hint, service, env, agent, operation, model,
+    response_model, provider, route, tool, user_id_hash, status, error_type, latency_ms, tokens_prompt,
+    tokens_completion, tokens_cache_read, tokens_cache_write, tokens_reasoning, cost_reported_usd, is_http, attrs,
+    kind_ AS kind,
+    mp_is_request(parent_span_id, span_kind) AS is_request,
+    price_id_ AS price_id,
+    ifNull(computed, zero) AS cost_computed_usd,
+    -- What dashboards sum: reported cost when the span carried one, else computed; only for LLM and
+    -- tool calls (frameworks put their children's total on request and agent spans).
+    multiIf(kind_ NOT IN ('llm', 'tool'), zero,
+            cost_reported_usd IS NOT NULL, toDecimal64(assumeNotNull(cost_reported_usd), 10),
+            ifNull(computed, zero)) AS cost_usd,
+    multiIf(kind_ NOT IN ('llm', 'tool'), '',
+            cost_reported_usd IS NOT NULL, 'reported',
+            computed IS NOT NULL, 'computed',
+            kind_ = 'llm', 'unpriced',
+            '') AS cost_source
+FROM spans_mapped AS m
+LEFT JOIN
+(
+    SELECT source_topic, source_partition, max(source_offset) AS done_offset, max(kafka_ts) AS done_ts
+    FROM span_inbox GROUP BY source_topic, source_partition
+) AS ledger ON m.source_topic = ledger.source_topic AND m.partition = ledger.source_partition
+WHERE m.reject_reason = ''
+  -- not already stored (see the ledger note at the top); no ledger row joins as 0 / 1970
+  AND NOT (ledger.done_ts > toDateTime64(0, 3, 'UTC') AND m.offset <= ledger.done_offset AND m.kafka_ts <= ledger.done_ts);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS mv_reject_spans TO dead_letters_incoming AS
+SELECT m.source_topic AS source_topic, m.partition AS partition, m.offset AS offset, m.kafka_ts AS kafka_ts,
+       m.reject_reason AS error, m.raw AS payload
+FROM spans_mapped AS m
+LEFT JOIN
+(
+    SELECT source_topic, partition, max(offset) AS done_offset, max(kafka_ts) AS done_ts
+    FROM dead_letters GROUP BY source_topic, partition
+) AS ledger ON m.source_topic = ledger.source_topic AND m.partition = ledger.partition
+WHERE m.reject_reason != ''
+  AND NOT (ledger.done_ts > toDateTime64(0, 3, 'UTC') AND m.offset <= ledger.done_offset AND m.kafka_ts <= ledger.done_ts);
+
 -- OTLP JSON (the Collector's otlp_json encoding of ExportTraceServiceRequest) -> one row per span.
 -- Each message is parsed once into typed arrays (a JSONExtract per attribute or field would parse
 -- the same text dozens of times per span); attribute values come out as their JSON text, strings
@@ -508,52 +561,3 @@ SELECT
         '') AS reject_reason,
     if(reject_reason = '', '', if(length(_error) > 0, _raw_message, payload)) AS raw
 FROM kafka_agent_events;
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS mv_accept_spans TO span_inbox AS
-WITH
-    mp_span_kind(kind_hint, operation, tool, model, response_model, toUInt64(tokens_prompt) + tokens_completion,
-                 span_kind, is_http, parent_span_id) AS kind_,
-    if(kind_ = 'llm', mp_price_id(provider, model, response_model), '') AS price_id_,
-    mp_llm_cost(price_id_, toDate(ts), tokens_prompt, tokens_completion, tokens_cache_read, tokens_cache_write,
-                tokens_reasoning) AS computed,
-    toDecimal64(0, 10) AS zero
-SELECT
-    m.source_topic AS source_topic, m.partition AS source_partition, m.offset AS source_offset, m.kafka_ts AS kafka_ts,
-    ts, trace_id, span_id, parent_span_id, name, span_kind, kind_hint, service, env, agent, operation, model,
-    response_model, provider, route, tool, user_id_hash, status, error_type, latency_ms, tokens_prompt,
-    tokens_completion, tokens_cache_read, tokens_cache_write, tokens_reasoning, cost_reported_usd, is_http, attrs,
-    kind_ AS kind,
-    mp_is_request(parent_span_id, span_kind) AS is_request,
-    price_id_ AS price_id,
-    ifNull(computed, zero) AS cost_computed_usd,
-    -- What dashboards sum: reported cost when the span carried one, else computed; only for LLM and
-    -- tool calls (frameworks put their children's total on request and agent spans).
-    multiIf(kind_ NOT IN ('llm', 'tool'), zero,
-            cost_reported_usd IS NOT NULL, toDecimal64(assumeNotNull(cost_reported_usd), 10),
-            ifNull(computed, zero)) AS cost_usd,
-    multiIf(kind_ NOT IN ('llm', 'tool'), '',
-            cost_reported_usd IS NOT NULL, 'reported',
-            computed IS NOT NULL, 'computed',
-            kind_ = 'llm', 'unpriced',
-            '') AS cost_source
-FROM spans_mapped AS m
-LEFT JOIN
-(
-    SELECT source_topic, source_partition, max(source_offset) AS done_offset, max(kafka_ts) AS done_ts
-    FROM span_inbox GROUP BY source_topic, source_partition
-) AS ledger ON m.source_topic = ledger.source_topic AND m.partition = ledger.source_partition
-WHERE m.reject_reason = ''
-  -- not already stored (see the ledger note at the top); no ledger row joins as 0 / 1970
-  AND NOT (ledger.done_ts > toDateTime64(0, 3, 'UTC') AND m.offset <= ledger.done_offset AND m.kafka_ts <= ledger.done_ts);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS mv_reject_spans TO dead_letters_incoming AS
-SELECT m.source_topic AS source_topic, m.partition AS partition, m.offset AS offset, m.kafka_ts AS kafka_ts,
-       m.reject_reason AS error, m.raw AS payload
-FROM spans_mapped AS m
-LEFT JOIN
-(
-    SELECT source_topic, partition, max(offset) AS done_offset, max(kafka_ts) AS done_ts
-    FROM dead_letters GROUP BY source_topic, partition
-) AS ledger ON m.source_topic = ledger.source_topic AND m.partition = ledger.partition
-WHERE m.reject_reason != ''
-  AND NOT (ledger.done_ts > toDateTime64(0, 3, 'UTC') AND m.offset <= ledger.done_offset AND m.kafka_ts <= ledger.done_ts);

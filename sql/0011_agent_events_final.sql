@@ -82,13 +82,13 @@ CREATE TABLE IF NOT EXISTS agent_events
     -- Rollups. A query whose GROUP BY keys and filters use only a projection's keys (with the same
     -- bucket expression) and these aggregates is answered from the projection; percentiles over
     -- any set of buckets are merged t-digest states. metrics_platform/rollups.py lists them.
+    -- requests only (SLO windows, recent error rates): one row per minute and route, kinds folded in
     PROJECTION p_route_minute
     (
-        SELECT toStartOfMinute(ts), service, env, route, kind, is_request,
-               count(), countIf(status != 'ok'), sum(tokens_prompt), sum(tokens_completion),
-               sum(tokens_cache_read), sum(tokens_cache_write), sum(tokens_reasoning), sum(cost_usd),
-               quantilesTDigest(0.5, 0.95)(latency_ms)
-        GROUP BY toStartOfMinute(ts), service, env, route, kind, is_request
+        SELECT toStartOfMinute(ts), service, env, route,
+               count(), countIf(is_request), countIf(is_request AND status != 'ok'),
+               quantilesTDigestIf(0.5, 0.95)(latency_ms, is_request)
+        GROUP BY toStartOfMinute(ts), service, env, route
     ),
     PROJECTION p_route_hour
     (
@@ -130,12 +130,13 @@ CREATE TABLE IF NOT EXISTS agent_events
                quantilesTDigest(0.5, 0.95)(latency_ms)
         GROUP BY toStartOfHour(ts), service, env, agent, tool, kind
     ),
+    -- per user and day (cost per user and account): requests, their failures, LLM tokens, billed cost
     PROJECTION p_user_day
     (
-        SELECT toDate(ts), user_id_hash, kind, is_request,
-               count(), countIf(status != 'ok'), sum(tokens_prompt), sum(tokens_completion),
-               sum(tokens_cache_read), sum(tokens_cache_write), sum(tokens_reasoning), sum(cost_usd)
-        GROUP BY toDate(ts), user_id_hash, kind, is_request
+        SELECT toDate(ts), user_id_hash,
+               count(), countIf(is_request), countIf(is_request AND status != 'ok'),
+               sumIf(tokens_prompt, kind = 'llm'), sumIf(tokens_completion, kind = 'llm'), sum(cost_usd)
+        GROUP BY toDate(ts), user_id_hash
     ),
     -- the finalizer's cursor, read from a few rows instead of the whole column
     PROJECTION p_inbox_cursor (SELECT max(inbox_block))
@@ -322,6 +323,10 @@ SELECT
 FROM agent_events_legacy
 WHERE (trace_id, span_id) NOT IN
     (SELECT trace_id, span_id FROM span_inbox WHERE source_topic = 'migration:agent_events_legacy');
+
+-- A fresh installation had nothing to move: no legacy table is left behind.
+-- if: SELECT count() = 1 FROM system.tables WHERE database = currentDatabase() AND name = 'agent_events_legacy' AND total_rows = 0
+DROP TABLE IF EXISTS agent_events_legacy;
 
 -- Cost by account keeps the precision of the cost it sums (an embedding call costs $0.0000002).
 ALTER TABLE cost_by_account_daily MODIFY COLUMN cost_usd Decimal(38, 10);

@@ -55,6 +55,26 @@ def ingest_state(ch, trace_id: str) -> str:
     return f"trace {trace_id}: {inbox} in span_inbox, {final} in agent_events, dead letters {dead}; finalizer {refresh}"
 
 
+def service_state(ch, service: str) -> str:
+    """Where a service's events are (inbox, agent_events, dead letters) and how the Kafka consumers
+    and the finalizer are doing: the text a timed-out wait prints."""
+    inbox, final, dead = ch.query(
+        "SELECT (SELECT count() FROM span_inbox WHERE service = {s:String}), "
+        "(SELECT count() FROM agent_events WHERE service = {s:String}), "
+        "(SELECT count() FROM dead_letters WHERE position(payload, {s:String}) > 0)",
+        parameters={"s": service},
+    ).result_rows[0]
+    consumers = ch.query(
+        "SELECT table, assignments.partition_id, num_messages_read, last_poll_time, exceptions.text "
+        "FROM system.kafka_consumers"
+    ).result_rows
+    refresh = ch.query("SELECT view, status, last_success_time, exception FROM system.view_refreshes").result_rows
+    return (
+        f"{service}: {inbox} in span_inbox, {final} in agent_events, {dead} dead letters; "
+        f"consumers {consumers}; refreshes {refresh}"
+    )
+
+
 def produce(settings: KafkaSettings, topic: str, payloads: Iterable[bytes | dict]) -> list[tuple[int, int]]:
     """Produce and wait for every ack; returns (partition, offset) per message, in order."""
     producer = kafka_clients.producer(settings)
@@ -89,7 +109,12 @@ def ingest(settings: KafkaSettings, ch, service: str, events: list[dict], expect
     (default: as many as were sent) in agent_events, after the attribution delay."""
     produce(settings, settings.events_topic, events)
     want = len(events) if expected is None else expected
-    wait_for(lambda: stored_count(ch, service) == want, 60, f"{want} events of {service}")
+    wait_for(
+        lambda: stored_count(ch, service) == want,
+        60,
+        f"{want} events of {service}",
+        diagnose=lambda: service_state(ch, service),
+    )
 
 
 def recent(minutes_ago: float = 10, offset_hours: int = 0) -> str:

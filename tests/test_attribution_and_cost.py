@@ -110,8 +110,8 @@ def test_a_request_with_an_llm_call_counts_once_and_its_tokens_belong_to_its_use
         ("request", True, 1, int(failed), 0, Decimal(0)),
     ]
     by_user = ch.query(
-        "SELECT sum(tokens_prompt), sum(cost_usd) FROM agent_events WHERE toDate(ts) >= today() - 1 "
-        "AND user_id_hash = {u:String} AND kind = 'llm'",
+        "SELECT sumIf(tokens_prompt, kind = 'llm'), sum(cost_usd) FROM agent_events WHERE toDate(ts) >= today() - 1 "
+        "AND user_id_hash = {u:String}",
         parameters={"u": _hash("u-77")},
         settings={"force_optimize_projection_name": "p_user_day"},
     ).result_rows[0]

@@ -48,11 +48,11 @@ def build_rollup(rollup: Rollup) -> tuple[dg.AssetsDefinition, dg.AssetChecksDef
         pool="clickhouse",
         kinds={"clickhouse"},
         description=(
-            f"Rollup `{rollup.name}`: a projection of agent_events by ({key_columns}) with exact span, error, "
-            f"token and cost sums{', and p50/p95 t-digest states' if rollup.latency else ''}. ClickHouse writes it "
-            "in the same part as the raw rows, so it cannot disagree with them. Materializing this asset "
-            "*repairs* a window: parts that lack the projection (written before it existed) get it built, and "
-            "the audit check runs right after, in the same run."
+            f"Rollup `{rollup.name}`: a projection of agent_events by ({key_columns}) with exact sums "
+            f"({', '.join(rollup.sums)}){', and p50/p95 t-digest states' if rollup.latency else ''}. "
+            "ClickHouse writes it in the same part as the raw rows, so it cannot disagree with them. "
+            "Materializing this asset *repairs* a window: parts that lack the projection (written before it "
+            "existed) get it built, and the audit check runs right after, in the same run."
         ),
     )
     def repair(context: dg.AssetExecutionContext, config: WindowConfig, clickhouse: ClickHouseResource):
@@ -68,8 +68,8 @@ def build_rollup(rollup: Rollup) -> tuple[dg.AssetsDefinition, dg.AssetChecksDef
         name="rollup_matches_raw",
         blocking=False,
         description=(
-            "The rollup equals aggregates recomputed from raw events for the window: spans, errors, tokens "
-            "and cost exactly; p50/p95 within 5 % (or 1 ms) of a t-digest over the raw rows; every part of the "
+            "The rollup equals aggregates recomputed from raw events for the window: its counts and sums "
+            "exactly; p50/p95 within 5 % (or 1 ms) of a t-digest over the raw rows; every part of the "
             "window carries the projection. Mismatching keys are listed; repair with the `repair_rollup` job."
         ),
     )

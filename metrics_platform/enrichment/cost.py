@@ -37,25 +37,18 @@ SELECT
     uniqExactIf(u.user, u.user != '') AS users
 FROM
 (
-    SELECT user_id_hash AS user,
-           sumIf(spans, is_request) AS requests,
-           sumIf(errors, is_request) AS failed,
-           sumIf(prompt, kind = 'llm') AS tokens_prompt,
-           sumIf(completion, kind = 'llm') AS tokens_completion,
+    SELECT user_id_hash AS user, countIf(is_request) AS requests, countIf(is_request AND status != 'ok') AS failed,
+           sumIf(tokens_prompt, kind = 'llm') AS tokens_prompt,
+           sumIf(tokens_completion, kind = 'llm') AS tokens_completion,
            sum(cost_usd) AS cost
-    FROM
-    (
-        SELECT toDate(ts) AS day, user_id_hash, kind, is_request, count() AS spans, countIf(status != 'ok') AS errors,
-               sum(tokens_prompt) AS prompt, sum(tokens_completion) AS completion, sum(cost_usd) AS cost_usd
-        FROM agent_events
-        WHERE toDate(ts) = {day:Date}
-        GROUP BY day, user_id_hash, kind, is_request
-    )
-    GROUP BY user
+    FROM agent_events
+    WHERE toDate(ts) = {day:Date}
+    GROUP BY toDate(ts), user_id_hash
 ) AS u
 LEFT JOIN billing_accounts AS b ON u.user = b.user_id_hash
 GROUP BY account, name, plan
 """
+
 
 @dataclass(frozen=True)
 class DayCost:

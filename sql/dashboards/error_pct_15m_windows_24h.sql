@@ -1,13 +1,15 @@
 -- Failed requests in 15-minute windows over 24 hours, in percent (the SLO view; rollup p_route_minute).
 SELECT toStartOfInterval(ts_min, INTERVAL 15 MINUTE) AS window_start,
-       sum(requests) AS requests, round(sum(failed) / requests * 100, 2) AS error_pct
+       sum(calls) AS requests, round(sum(failed) / requests * 100, 2) AS error_pct
 FROM
 (
-    SELECT toStartOfMinute(ts) AS ts_min, count() AS requests, countIf(status != 'ok') AS failed
+    SELECT toStartOfMinute(ts) AS ts_min, countIf(is_request) AS calls,
+           countIf(is_request AND status != 'ok') AS failed
     FROM agent_events
-    WHERE toStartOfMinute(ts) >= now() - INTERVAL 1 DAY AND is_request
+    WHERE toStartOfMinute(ts) >= now() - INTERVAL 1 DAY
     GROUP BY ts_min
 )
+WHERE calls > 0
 GROUP BY window_start
 ORDER BY window_start DESC
 LIMIT 96
