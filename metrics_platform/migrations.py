@@ -85,6 +85,7 @@ def template_values(settings: Settings) -> dict[str, str]:
         "consumer_group_prefix": settings.kafka.consumer_group_prefix,
         "kafka_num_consumers": str(settings.kafka_num_consumers),
         "kafka_flush_interval_ms": str(settings.kafka_flush_interval_ms),
+        "kafka_poll_timeout_ms": str(settings.kafka_poll_timeout_ms),
         "retention_days": str(settings.retention_days),
         "database": settings.clickhouse.database,
         # inside SQL string literals (dictionary sources)

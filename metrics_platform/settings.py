@@ -180,6 +180,7 @@ class Settings:
     retention_days: int
     kafka_num_consumers: int
     kafka_flush_interval_ms: int
+    kafka_poll_timeout_ms: int
     history_dir: Path
     history_start_date: str
     alerting: AlertSettings
@@ -213,6 +214,8 @@ class Settings:
             # One consumer per topic suits a 2-core node; raise it up to the partition count.
             kafka_num_consumers=_env_number("KAFKA_NUM_CONSUMERS", 1),
             kafka_flush_interval_ms=_env_number("KAFKA_FLUSH_INTERVAL_MS", 1000),
+            # A consumer inserts its block once a poll waits this long for more (and idles as long).
+            kafka_poll_timeout_ms=_env_number("KAFKA_POLL_TIMEOUT_MS", 100),
             history_dir=Path(_env("HISTORY_DIR", str(PROJECT_ROOT / "data" / "history"))).resolve(),
             # First day the replay asset offers as a partition.
             history_start_date=_env("HISTORY_START_DATE", "2026-01-01"),
