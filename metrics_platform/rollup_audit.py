@@ -9,6 +9,7 @@ them from raw rows, correctly but slowly, and the repair materializes the projec
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -54,6 +55,8 @@ def parse_utc(text: str) -> datetime:
 
 
 def _within(rollup: float, raw: float) -> bool:
+    if math.isnan(raw) or math.isnan(rollup):  # a conditional quantile over no rows (e.g. no requests)
+        return math.isnan(raw) and math.isnan(rollup)
     return abs(rollup - raw) <= max(QUANTILE_TOLERANCE * abs(raw), 1.0)
 
 
@@ -109,7 +112,7 @@ def audit(ch: Client, start: datetime, end: datetime, rollup: Rollup) -> AuditRe
                 result.mismatches.append(Mismatch(key, name, str(mine[index]), str(truth[index])))
         if rollup.latency:
             for name, value, exact in zip(("p50_ms", "p95_ms"), mine[-1] or [0, 0], truth[-1] or [0, 0], strict=True):
-                if exact:
+                if exact and not math.isnan(exact) and not math.isnan(value):
                     result.max_quantile_error = max(result.max_quantile_error, abs(value - exact) / exact)
                 if not _within(value, exact):
                     result.mismatches.append(Mismatch(key, name, f"{value:.1f}", f"{exact:.1f}"))

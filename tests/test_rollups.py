@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from metrics_platform import rollup_audit
 from metrics_platform.rollups import ROLLUPS
-from tests.helpers import flat_event, ingest, produce, service_state, stored_count, wait_for
+from tests.helpers import flat_event, ingest, produce, service_state, span_id, stored_count, wait_for
 
 # A per-minute question as dashboards ask it; the explain proves it reads the projection.
 PER_MINUTE = """
@@ -96,6 +96,11 @@ def test_every_rollup_agrees_with_raw_events(stack, ch):
         )
         for _ in range(1500)
     ]
+    # child spans alone on a route: minutes with spans but no request (empty request quantiles)
+    events += [
+        flat_event(service, ts=events[i]["ts"], route="POST /children", parent_span_id=span_id(), kind="llm")
+        for i in range(0, 1500, 50)
+    ]
     ingest(stack.kafka, ch, service, events)
     day = base.replace(hour=0, tzinfo=None)
     for name, rollup in ROLLUPS.items():
@@ -110,7 +115,7 @@ def test_every_rollup_agrees_with_raw_events(stack, ch):
         ).result_rows
     )
     for user in ("a" * 64, "b" * 64):  # other tests' events may share the empty hash, not these
-        assert per_user[user] == sum(1 for e in events if e["user_id_hash"] == user)
+        assert per_user[user] == sum(1 for e in events if e.get("user_id_hash") == user)
 
 
 def test_a_part_written_before_a_rollup_existed_is_found_and_repaired(stack, ch):
@@ -134,3 +139,11 @@ def test_a_part_written_before_a_rollup_existed_is_found_and_repaired(stack, ch)
     assert not broken.mismatches, "ClickHouse answers parts without the projection from raw rows"
     assert rollup_audit.repair(ch, *window, rollup) == broken.parts_without_projection
     assert rollup_audit.audit(ch, *window, rollup).passed
+
+
+def test_empty_conditional_quantiles_agree():
+    """A minute with spans but no request has NaN request quantiles in the rollup and in raw rows."""
+    nan = float("nan")
+    assert rollup_audit._within(nan, nan)
+    assert not rollup_audit._within(nan, 120.0) and not rollup_audit._within(120.0, nan)
+    assert rollup_audit._within(104.0, 100.0) and not rollup_audit._within(110.0, 100.0)
