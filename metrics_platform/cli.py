@@ -16,9 +16,47 @@ def _settings() -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
-@click.group()
+def unreachable(exc: BaseException) -> str | None:
+    """What to tell the user when ``exc`` means ClickHouse or Kafka cannot be reached; None otherwise."""
+    from clickhouse_connect.driver.exceptions import OperationalError
+    from confluent_kafka import KafkaError, KafkaException
+
+    if isinstance(exc, OperationalError):
+        reason = "connection refused" if "Connection refused" in str(exc) else str(exc)[:300]
+        return f"ClickHouse is not reachable ({reason}); is the platform up? See `metrics-platform status`."
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        error: KafkaError = exc.args[0]
+        if error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT):
+            return f"Kafka is not reachable ({error.str()}); is the platform up? See `metrics-platform status`."
+    return None
+
+
+class _Main(click.Group):
+    """The command group: a ClickHouse or Kafka that cannot be reached is a one-line error, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            message = unreachable(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from exc
+
+
+@click.group(cls=_Main)
 def main() -> None:
     """Self-hostable metrics pipeline for AI agents: OTLP -> Collector -> Kafka -> ClickHouse."""
+    import logging
+
+    from metrics_platform.kafka_clients import LIBRDKAFKA_LOG
+
+    # Commands say themselves what failed (see _Main); librdkafka's retry lines and clickhouse-connect's
+    # "Unexpected Http Driver Exception" warning would only bury it.
+    LIBRDKAFKA_LOG.disabled = True
+    logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)
 
 
 @main.command()
@@ -116,8 +154,20 @@ def migrate(show_status: bool) -> None:
 
 
 @main.command()
-@click.option("--rate", default=50.0, show_default=True, help="Agent requests (traces) per second.")
-@click.option("--duration", default=30.0, show_default=True, help="Seconds to send for.")
+@click.option(
+    "--rate",
+    default=50.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Agent requests (traces) per second.",
+)
+@click.option(
+    "--duration",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to send for.",
+)
 @click.option("--seed", type=int, default=None, help="Make the traffic reproducible.")
 @click.option("--endpoint", default=None, help="OTLP/HTTP endpoint (default: the local Collector).")
 def demo(rate: float, duration: float, seed: int | None, endpoint: str | None) -> None:
@@ -125,8 +175,31 @@ def demo(rate: float, duration: float, seed: int | None, endpoint: str | None) -
     from metrics_platform.demo import run_demo
 
     settings = _settings()
-    stats = run_demo(endpoint or settings.collector.otlp_http_endpoint, rate, duration, seed=seed)
+    url = endpoint or settings.collector.otlp_http_endpoint
+    problem = _otlp_problem(url)
+    if problem:
+        raise click.ClickException(f"nothing sent: the OTLP endpoint {url} {problem}")
+    stats = run_demo(url, rate, duration, seed=seed)
     click.echo(str(stats))
+
+
+def _otlp_problem(endpoint: str) -> str | None:
+    """Why an OTLP/HTTP endpoint would not take spans (an empty export must get 200), or None."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{endpoint.rstrip('/')}/v1/traces", data=b"", headers={"Content-Type": "application/x-protobuf"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        return f"answered HTTP {exc.code} to an empty export"
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"is not reachable ({reason})"
+    return None
 
 
 @main.command("sample-history")
@@ -154,9 +227,12 @@ def _window(start: str, end: str):
     from metrics_platform.rollup_audit import parse_utc
 
     try:
-        return parse_utc(start), parse_utc(end)
+        window = parse_utc(start), parse_utc(end)
     except ValueError as exc:
         raise click.UsageError(f"--start/--end must be ISO times (UTC), e.g. 2026-11-27T08:00: {exc}") from exc
+    if window[1] <= window[0]:
+        raise click.UsageError(f"--end {end} is not after --start {start}: the window is empty")
+    return window
 
 
 @main.command()
@@ -172,11 +248,20 @@ def replay(days: tuple[str, ...], history_dir: str | None) -> None:
     from metrics_platform import clickhouse
     from metrics_platform import replay as replays
 
+    try:
+        chosen = [date.fromisoformat(text) for text in days]
+    except ValueError as exc:
+        raise click.UsageError(f"days must be YYYY-MM-DD: {exc}") from exc
     settings = _settings()
-    ch = clickhouse.client(settings.clickhouse)
     directory = Path(history_dir) if history_dir else settings.history_dir
-    for text in days:
-        day = date.fromisoformat(text)
+    missing = [str(day) for day in chosen if not replays.history_files(directory, day)]
+    if missing:
+        raise click.ClickException(
+            f"nothing replayed: no history file for {', '.join(missing)} in {directory} "
+            "(expected YYYY-MM-DD.jsonl or .jsonl.gz; `metrics-platform sample-history` writes some)"
+        )
+    ch = clickhouse.client(settings.clickhouse)
+    for day in chosen:
         with tqdm(unit="event", desc=str(day)) as bar:
 
             def progress(done: int, total: int) -> None:
@@ -353,17 +438,19 @@ def summary() -> None:
     click.echo(f"dead_letters: {dead:,}")
     click.echo("\nRoutes by p95 request latency over the last hour (rollup p_route_minute):")
     rows = ch.query(
-        "SELECT route, count() AS n, round(quantilesTDigest(0.5, 0.95)(latency_ms)[2]) AS p95_ms, "
-        "round(countIf(status != 'ok') / n * 100, 2) AS error_pct FROM agent_events "
-        "WHERE toStartOfMinute(ts) > now() - INTERVAL 1 HOUR AND is_request GROUP BY route ORDER BY p95_ms DESC LIMIT 5"
+        "SELECT route, countIf(is_request) AS n, "
+        "round(quantilesTDigestIf(0.5, 0.95)(latency_ms, is_request)[2]) AS p95, "
+        "round(countIf(is_request AND status != 'ok') / n * 100, 2) AS error_pct FROM agent_events "
+        "WHERE toStartOfMinute(ts) > now() - INTERVAL 1 HOUR GROUP BY route HAVING n > 0 ORDER BY p95 DESC LIMIT 5"
     ).result_rows
     for route, calls, p95, error_pct in rows:
         click.echo(f"  {route or '(none)':<32} {calls:>8,} requests  p95 {p95:>8,.0f} ms  errors {error_pct:>5}%")
+    password_file = settings.state_dir / "secrets" / "clickhouse_reader_password"  # written by settings
     click.echo(
-        f"\nQuery it yourself: curl '{settings.clickhouse.url}/?query="
-        "SELECT+kind,count()+FROM+agent_events+GROUP+BY+kind'\n"
-        "or in Python: clickhouse_connect.get_client(host='127.0.0.1', port="
-        f"{settings.clickhouse.http_port}).query_df('SELECT * FROM agent_events LIMIT 5')"
+        "\nQuery it yourself as the read-only account:\n"
+        f'  curl -u {settings.clickhouse.reader_user}:"$(cat {password_file})" '
+        f"'{settings.clickhouse.url}/?database={settings.clickhouse.database}' "
+        "--data-binary 'SELECT kind, count() FROM agent_events GROUP BY kind'"
     )
     from metrics_platform.bi.spec import load_all
     from metrics_platform.stack import superset

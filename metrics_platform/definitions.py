@@ -9,11 +9,11 @@ from __future__ import annotations
 import dagster as dg
 
 from metrics_platform.defs import (
+    alerts,
     drift,
     enrichment,
     health,
     kafka,
-    lag,
     prices,
     replay,
     resources,
@@ -21,7 +21,6 @@ from metrics_platform.defs import (
     rollups,
     run_failures,
     schema,
-    slo,
 )
 
 defs = dg.Definitions.merge(
@@ -33,9 +32,8 @@ defs = dg.Definitions.merge(
     retention.defs,
     enrichment.defs,
     drift.defs,
-    lag.defs,
-    slo.defs,
     health.defs,
+    alerts.defs,
     run_failures.defs,
     dg.Definitions(resources=resources.resources()),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -9,9 +10,20 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from metrics_platform.settings import KafkaSettings
 
+# librdkafka's own log lines (a broker that cannot be reached, retries) go to this logger instead of
+# raw "%3|...|rdkafka#producer-1|" lines on stderr: long-running processes see them through Python
+# logging; the CLI turns it off and reports a failure in its own words.
+LIBRDKAFKA_LOG = logging.getLogger("metrics_platform.librdkafka")
+
 
 def _config(settings: KafkaSettings, **extra: Any) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap_servers, **settings.client_properties, **extra}
+    # SASL/TLS from the platform's settings, METRICS_PLATFORM_KAFKA_PROP_* on top.
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "logger": LIBRDKAFKA_LOG,
+        **settings.librdkafka_security(),
+        **extra,
+    }
 
 
 def admin(settings: KafkaSettings) -> AdminClient:

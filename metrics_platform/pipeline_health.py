@@ -1,4 +1,5 @@
-"""Pipeline health numbers: Collector queue, ClickHouse freshness and insert delay, dead letters."""
+"""Pipeline health numbers: Collector queue, ClickHouse freshness and insert delay, dead letters,
+restarts of the stack's components."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import re
 
 from clickhouse_connect.driver.client import Client
 
+from metrics_platform import kafka_lag
+from metrics_platform.settings import KafkaSettings
 from metrics_platform.stack.process import http_get
+from metrics_platform.stack.supervisor import Supervisor, gave_up, restart_counts
 
 _QUEUE_RE = re.compile(r'^otelcol_exporter_queue_(size|capacity)\{[^}]*exporter="kafka"[^}]*\}\s+([0-9.eE+-]+)$')
 
@@ -76,3 +80,86 @@ def clickhouse_health(ch: Client) -> dict[str, float]:
         health |= {"insert_delay_p50_s": float(delays[0]), "insert_delay_p95_s": float(delays[1])}
         health |= {"final_delay_p50_s": float(final_delays[0]), "final_delay_p95_s": float(final_delays[1])}
     return health
+
+
+def restarts(components: list[str], supervisor_log: str) -> dict[str, float]:
+    """``restarts_<component>``: how often each component died and was restarted by the supervisor
+    since the stack came up (0 for those that never did), and ``gave_up_<component>`` = 1 for one
+    the supervisor stopped retrying."""
+    counts = restart_counts(supervisor_log)
+    health = {f"restarts_{name}": float(counts.get(name, 0)) for name in sorted({*components, *counts})}
+    return health | {f"gave_up_{name}": 1.0 for name in sorted(gave_up(supervisor_log))}
+
+
+def component_restarts(supervisor: Supervisor) -> dict[str, float]:
+    """``restarts`` of the components this machine's supervisor runs (nothing if it runs none)."""
+    components = [p.stem for p in sorted(supervisor.programs_dir.glob("*.conf"))]
+    try:
+        log = supervisor.log_file.read_text(errors="replace")
+    except FileNotFoundError:
+        return {}
+    return restarts(components, log)
+
+
+# The tables ClickHouse fills from Kafka on its own (the Dagster UI shows them as observed assets).
+STREAMS = ("span_inbox", "agent_events", "dead_letters")
+# Messages a consumer group may be behind and still count as keeping up (a burst in flight).
+LAG_KEEPING_UP = 10_000
+
+
+def consumer_lags(settings: KafkaSettings, timeout_s: float = 10.0) -> dict[str, int]:
+    """Messages behind per ClickHouse consumer group (its topic's partitions summed)."""
+    return {
+        group: kafka_lag.total_lag(settings, group, topic, timeout_s)
+        for group, topic in kafka_lag.clickhouse_groups(settings).items()
+    }
+
+
+def stream_rows(ch: Client) -> dict[str, dict[str, float]]:
+    """Rows of the streamed tables (active parts) and how many arrived in the last 5 minutes."""
+    rows = ch.query(
+        "SELECT table, sum(rows) FROM system.parts WHERE database = currentDatabase() AND active "
+        "AND table IN ('span_inbox', 'agent_events', 'dead_letters') GROUP BY table"
+    ).result_rows
+    recent = ch.query(
+        "SELECT (SELECT count() FROM span_inbox WHERE ingested_at >= now64(3) - INTERVAL 5 MINUTE), "
+        "(SELECT count() FROM agent_events WHERE finalized_at >= now64(3) - INTERVAL 5 MINUTE), "
+        "(SELECT count() FROM dead_letters WHERE received_at >= now64(3) - INTERVAL 5 MINUTE)"
+    ).result_rows[0]
+    facts = {table: {"rows": 0.0} for table in STREAMS}
+    for table, count in rows:
+        facts[table]["rows"] = float(count)
+    for table, count in zip(STREAMS, recent, strict=True):
+        facts[table]["rows_last_5m"] = float(count)
+    return facts
+
+
+def streams_up_to_date(
+    health: dict[str, float], lags: dict[str, int] | None, spans_group: str, attribution_delay_s: float, margin_s: float
+) -> dict[str, tuple[bool, str]]:
+    """Whether each streamed table keeps up with what arrives, and why (pure: judged from the numbers).
+
+    span_inbox and dead_letters are written by ClickHouse's Kafka consumers: up to date while the
+    groups are at most LAG_KEEPING_UP messages behind. agent_events is up to date while no span waits
+    in the inbox much longer than the attribution delay and none is stranded. Idle streams are up to
+    date: nothing is waiting.
+    """
+    verdicts: dict[str, tuple[bool, str]] = {}
+    if lags is None:
+        verdicts["span_inbox"] = verdicts["dead_letters"] = (False, "Kafka consumer lag could not be read")
+    else:
+        spans_lag = lags.get(spans_group, 0)
+        worst = max(lags.values(), default=0)
+        verdicts["span_inbox"] = (spans_lag <= LAG_KEEPING_UP, f"{spans_lag:,} span messages not yet consumed")
+        verdicts["dead_letters"] = (worst <= LAG_KEEPING_UP, f"consumers at most {worst:,} messages behind")
+    if "settling_spans" not in health:
+        verdicts["agent_events"] = (False, "ClickHouse could not be read")
+    else:
+        oldest, stranded = health.get("oldest_settling_s", 0.0), health.get("stranded_spans", 0.0)
+        limit = attribution_delay_s + margin_s
+        ok = oldest <= limit and stranded == 0
+        verdicts["agent_events"] = (
+            ok,
+            f"oldest span waiting to be final: {oldest:.0f} s (limit {limit:.0f} s); {stranded:.0f} stranded",
+        )
+    return verdicts

@@ -60,6 +60,13 @@ class ClickHouseSettings:
     database: str
     secure: bool
     embedded: bool
+    # The read-only account for dashboards (Superset) and analysts. With the embedded server both
+    # accounts are declared by the platform (stack/clickhouse_users.py) and their passwords are
+    # generated into the state directory; an external server's operator creates them.
+    reader_user: str = "metrics_reader"
+    reader_password: str = field(default="", repr=False)
+    # The reader's quota per hour on the embedded server (queries; errors are a tenth of it).
+    reader_queries_per_hour: int = 5000
 
     @property
     def url(self) -> str:
@@ -86,6 +93,45 @@ class KafkaSettings:
     # Largest record: the Collector's producer limit, the embedded broker's message.max.bytes and
     # the topics' max.message.bytes.
     max_message_bytes: int = 16 * 1024 * 1024
+    # Security of every Kafka connection, from one set of settings: the Python clients, the Collector's
+    # exporter and ClickHouse's Kafka engine all use them (METRICS_PLATFORM_KAFKA_SECURITY_PROTOCOL, ...).
+    # The embedded broker serves PLAINTEXT or SASL_PLAINTEXT (SCRAM) on loopback; SSL is for external clusters.
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str = "metrics_platform"
+    sasl_password: str = field(default="", repr=False)
+    # CA bundle to verify the brokers (SSL, SASL_SSL; empty: the system's), and a client certificate and
+    # key for mutual TLS.
+    ssl_ca_location: str = ""
+    ssl_certificate_location: str = ""
+    ssl_key_location: str = ""
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def librdkafka_security(self) -> dict[str, str]:
+        """The security settings as librdkafka properties (Python clients, ClickHouse's Kafka engine),
+        with ``METRICS_PLATFORM_KAFKA_PROP_*`` on top."""
+        props = {"security.protocol": self.security_protocol.lower()}
+        if self.sasl:
+            props |= {
+                "sasl.mechanism": self.sasl_mechanism,
+                "sasl.username": self.sasl_username,
+                "sasl.password": self.sasl_password,
+            }
+        if self.tls:
+            paths = {
+                "ssl.ca.location": self.ssl_ca_location,
+                "ssl.certificate.location": self.ssl_certificate_location,
+                "ssl.key.location": self.ssl_key_location,
+            }
+            props |= {key: value for key, value in paths.items() if value}
+        return props | self.client_properties
 
 
 @dataclass(frozen=True)
@@ -113,15 +159,19 @@ class CollectorSettings:
 
 @dataclass(frozen=True)
 class AlertSettings:
-    """Thresholds of the lag and SLO sensors."""
+    """Alert rules (metrics_platform/alerting/), where their links point, the SMTP server for e-mail."""
 
     webhook_url: str = field(repr=False)
-    lag_threshold: int
-    lag_for_seconds: int
-    slo_error_rate: float
-    slo_long_window_min: int
-    slo_short_window_min: int
-    slo_min_calls: int
+    # The rules file (deploy/alerts/README.md); a bad file is reported and the last good rules stay.
+    rules_path: Path
+    # Superset's address as people open it (behind a proxy, say): alert links point there.
+    dashboard_url: str
+    smtp_host: str = ""  # empty: e-mail channels are skipped
+    smtp_port: int = 25
+    smtp_sender: str = "metrics-platform@localhost"
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_starttls: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,8 +182,8 @@ class SupersetSettings:
     admin_user: str
     # Superset's metadata database (SQLAlchemy URI); empty means SQLite under the state directory.
     database_uri: str = field(repr=False)
-    # The read-only ClickHouse user Superset queries as. With the embedded ClickHouse an empty
-    # password means one generated into the state directory; an external server needs both set.
+    # The read-only ClickHouse user Superset queries as: the platform's reader (ClickHouseSettings)
+    # unless METRICS_PLATFORM_SUPERSET_CLICKHOUSE_USER/_PASSWORD name another one.
     clickhouse_user: str
     clickhouse_password: str = field(repr=False)
     # Origins (https://portal.example.com) allowed to frame embedded dashboards, besides Superset's own.
@@ -195,11 +245,12 @@ class Settings:
         """Read all settings from ``METRICS_PLATFORM_*`` (and ``CLICKHOUSE_*``) variables."""
         state_dir = Path(_env("STATE_DIR", str(PROJECT_ROOT / ".state"))).resolve()
         cache_dir = Path(_env("CACHE_DIR", str(PROJECT_ROOT / ".cache"))).resolve()
+        clickhouse = _clickhouse_from_env(state_dir)
         settings = cls(
             state_dir=state_dir,
             cache_dir=cache_dir,
-            clickhouse=_clickhouse_from_env(),
-            kafka=_kafka_from_env(),
+            clickhouse=clickhouse,
+            kafka=_kafka_from_env(state_dir),
             collector=CollectorSettings(
                 otlp_grpc_port=_env_number("OTLP_GRPC_PORT", 4317),
                 otlp_http_port=_env_number("OTLP_HTTP_PORT", 4318),
@@ -217,8 +268,8 @@ class Settings:
             # A consumer inserts its block once a poll waits this long for more (and idles as long).
             kafka_poll_timeout_ms=_env_number("KAFKA_POLL_TIMEOUT_MS", 100),
             history_dir=Path(_env("HISTORY_DIR", str(PROJECT_ROOT / "data" / "history"))).resolve(),
-            # First day the replay asset offers as a partition.
-            history_start_date=_env("HISTORY_START_DATE", "2026-01-01"),
+            # First day the replay asset offers as a partition; empty: the first day with a history file.
+            history_start_date=_env("HISTORY_START_DATE", ""),
             dagster_port=_env_number("DAGSTER_PORT", 3000),
             price_overrides=Path(
                 _env("PRICE_OVERRIDES", str(PROJECT_ROOT / "data" / "prices" / "overrides.yaml"))
@@ -233,19 +284,22 @@ class Settings:
             ),
             alerting=AlertSettings(
                 webhook_url=_env("ALERT_WEBHOOK_URL", ""),
-                lag_threshold=_env_number("LAG_ALERT_THRESHOLD", 10_000),
-                lag_for_seconds=_env_number("LAG_ALERT_FOR_SECONDS", 120),
-                slo_error_rate=_env_number("SLO_ERROR_RATE", 0.02),
-                slo_long_window_min=_env_number("SLO_LONG_WINDOW_MINUTES", 15),
-                slo_short_window_min=_env_number("SLO_SHORT_WINDOW_MINUTES", 5),
-                slo_min_calls=_env_number("SLO_MIN_CALLS", 20),
+                rules_path=Path(_env("ALERT_RULES", str(PROJECT_ROOT / "deploy" / "alerts" / "rules.yaml"))).resolve(),
+                dashboard_url=_env("ALERT_DASHBOARD_URL", f"http://127.0.0.1:{_env_number('SUPERSET_PORT', 8088)}"),
+                smtp_host=_env("SMTP_HOST", ""),
+                smtp_port=_env_number("SMTP_PORT", 25),
+                smtp_sender=_env("SMTP_FROM", "metrics-platform@localhost"),
+                smtp_user=_env("SMTP_USER", ""),
+                smtp_password=_env("SMTP_PASSWORD", ""),
+                smtp_starttls=_env_bool("SMTP_STARTTLS", False),
             ),
             superset=SupersetSettings(
                 port=_env_number("SUPERSET_PORT", 8088),
                 admin_user=_env("SUPERSET_ADMIN_USER", "admin"),
                 database_uri=_env("SUPERSET_DATABASE_URI", ""),
-                clickhouse_user=_env("SUPERSET_CLICKHOUSE_USER", "superset_ro"),
-                clickhouse_password=_env("SUPERSET_CLICKHOUSE_PASSWORD", ""),
+                # Superset reads as the platform's read-only account unless given one of its own.
+                clickhouse_user=_env("SUPERSET_CLICKHOUSE_USER", clickhouse.reader_user),
+                clickhouse_password=_env("SUPERSET_CLICKHOUSE_PASSWORD", clickhouse.reader_password),
                 embed_origins=tuple(o.strip() for o in _env("SUPERSET_EMBED_ORIGINS", "").split(",") if o.strip()),
                 portal_port=_env_number("SUPERSET_PORTAL_PORT", 8089),
             ),
@@ -292,25 +346,35 @@ class Settings:
 
     def generated_secret(self, name: str) -> str:
         """A random secret kept in ``<state>/secrets/<name>`` (mode 0600), created on first use."""
-        path = self.state_dir / "secrets" / name
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Written aside, then linked into place: a process starting at the same moment sees
-            # either no file or the whole secret, and the first link wins.
-            staging = path.with_name(f".{name}.{os.getpid()}")
-            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_urlsafe(32))
-            try:
-                os.link(staging, path)
-            except FileExistsError:
-                pass
-            finally:
-                staging.unlink()
-        return path.read_text().strip()
+        return _generated_secret(self.state_dir, name)
 
 
-def _clickhouse_from_env() -> ClickHouseSettings:
+def _generated_secret(state_dir: Path, name: str) -> str:
+    """A random secret kept in ``<state_dir>/secrets/<name>`` (mode 0600), created on first use."""
+    path = state_dir / "secrets" / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside, then linked into place: a process starting at the same moment sees
+        # either no file or the whole secret, and the first link wins.
+        staging = path.with_name(f".{name}.{os.getpid()}")
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+        try:
+            os.link(staging, path)
+        except FileExistsError:
+            pass
+        finally:
+            staging.unlink()
+    return path.read_text().strip()
+
+
+def _clickhouse_from_env(state_dir: Path) -> ClickHouseSettings:
+    reader = {
+        "reader_user": _env("CLICKHOUSE_READER_USER", "metrics_reader"),
+        "reader_password": _env("CLICKHOUSE_READER_PASSWORD", ""),
+        "reader_queries_per_hour": _env_number("CLICKHOUSE_READER_QUERIES_PER_HOUR", 5000),
+    }
     url = os.environ.get("CLICKHOUSE_URL", "")
     if url:
         parsed = urlparse(url)
@@ -326,22 +390,40 @@ def _clickhouse_from_env() -> ClickHouseSettings:
             database=parsed.path.strip("/") or os.environ.get("CLICKHOUSE_DATABASE", "default"),
             secure=secure,
             embedded=False,
+            **reader,
         )
     host = os.environ.get("CLICKHOUSE_HOST", "")
+    if host:
+        # Naming a host means a server someone else runs, with its own accounts.
+        user, password = os.environ.get("CLICKHOUSE_USER", "default"), os.environ.get("CLICKHOUSE_PASSWORD", "")
+    else:
+        # The embedded server declares the platform's accounts itself, with generated passwords.
+        user = os.environ.get("CLICKHOUSE_USER", "") or "metrics_writer"
+        password = os.environ.get("CLICKHOUSE_PASSWORD", "") or _generated_secret(
+            state_dir, "clickhouse_writer_password"
+        )
+        reader["reader_password"] = reader["reader_password"] or _generated_secret(
+            state_dir, "clickhouse_reader_password"
+        )
     return ClickHouseSettings(
         host=host or "127.0.0.1",
         http_port=int(os.environ.get("CLICKHOUSE_PORT", "") or _env_number("CLICKHOUSE_HTTP_PORT", 8123)),
         tcp_port=_env_number("CLICKHOUSE_TCP_PORT", 9000),
-        user=os.environ.get("CLICKHOUSE_USER", "default"),
-        password=os.environ.get("CLICKHOUSE_PASSWORD", ""),
-        database=os.environ.get("CLICKHOUSE_DATABASE", "default"),
+        user=user,
+        password=password,
+        # The embedded server keeps the platform's tables in a database of their own (clickhouse_users.py).
+        database=os.environ.get("CLICKHOUSE_DATABASE", "") or ("default" if host else "metrics"),
         secure=os.environ.get("CLICKHOUSE_SECURE", "") in ("1", "true"),
-        # Naming a host means a server someone else runs.
         embedded=not host,
+        **reader,
     )
 
 
-def _kafka_from_env() -> KafkaSettings:
+_KAFKA_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL")
+_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+def _kafka_from_env(state_dir: Path) -> KafkaSettings:
     external = os.environ.get(PREFIX + "KAFKA_BOOTSTRAP_SERVERS", "")
     port = _env_number("KAFKA_PORT", 9092)
     bootstrap = external or f"127.0.0.1:{port}"
@@ -350,6 +432,23 @@ def _kafka_from_env() -> KafkaSettings:
         for key, value in os.environ.items()
         if key.startswith(PREFIX + "KAFKA_PROP_")
     }
+    protocol = _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").strip().upper()
+    if protocol not in _KAFKA_PROTOCOLS:
+        raise ValueError(f"{PREFIX}KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of {', '.join(_KAFKA_PROTOCOLS)}")
+    if not external and protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
+        raise ValueError(
+            f"{PREFIX}KAFKA_SECURITY_PROTOCOL={protocol}: the embedded broker serves PLAINTEXT or SASL_PLAINTEXT on "
+            f"loopback; TLS needs an external cluster ({PREFIX}KAFKA_BOOTSTRAP_SERVERS)"
+        )
+    mechanism = _env("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512").strip().upper()
+    if mechanism not in _SASL_MECHANISMS:
+        raise ValueError(f"{PREFIX}KAFKA_SASL_MECHANISM={mechanism!r} is not one of {', '.join(_SASL_MECHANISMS)}")
+    password = _env("KAFKA_SASL_PASSWORD", "")
+    if protocol.startswith("SASL_") and not password:
+        if external:
+            raise ValueError(f"{PREFIX}KAFKA_SECURITY_PROTOCOL={protocol} needs {PREFIX}KAFKA_SASL_PASSWORD")
+        # The embedded broker creates its SCRAM user with this generated password.
+        password = _generated_secret(state_dir, "kafka_sasl_password")
     return KafkaSettings(
         bootstrap_servers=bootstrap,
         clickhouse_brokers=_env("CLICKHOUSE_KAFKA_BROKERS", bootstrap),
@@ -362,4 +461,11 @@ def _kafka_from_env() -> KafkaSettings:
         consumer_group_prefix=_env("KAFKA_CONSUMER_GROUP_PREFIX", "clickhouse"),
         client_properties=props,
         max_message_bytes=_env_number("KAFKA_MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
+        security_protocol=protocol,
+        sasl_mechanism=mechanism,
+        sasl_username=_env("KAFKA_SASL_USERNAME", "metrics_platform"),
+        sasl_password=password,
+        ssl_ca_location=_env("KAFKA_SSL_CA_LOCATION", ""),
+        ssl_certificate_location=_env("KAFKA_SSL_CERTIFICATE_LOCATION", ""),
+        ssl_key_location=_env("KAFKA_SSL_KEY_LOCATION", ""),
     )

@@ -29,16 +29,40 @@ TEST_ENV = {
     "METRICS_PLATFORM_COLLECTOR_METRICS_PORT": str(_BASE + 8888),
     "METRICS_PLATFORM_SUPERSET_PORT": str(_BASE + 8088),
     "METRICS_PLATFORM_SUPERSET_PORTAL_PORT": str(_BASE + 8089),
+    "METRICS_PLATFORM_DAGSTER_PORT": str(_BASE + 3000),
     "METRICS_PLATFORM_PII_SALT": "test-salt-not-secret",
     "METRICS_PLATFORM_KAFKA_FLUSH_INTERVAL_MS": "500",
     # Spans are final (attributed, in agent_events) this long after ClickHouse receives them.
     "METRICS_PLATFORM_ATTRIBUTION_DELAY_SECONDS": "2",
     "METRICS_PLATFORM_FINALIZER_INTERVAL_SECONDS": "1",
+    # Replay tests write history to temporary directories: a fixed first partition keeps their days valid.
+    "METRICS_PLATFORM_HISTORY_START_DATE": "2026-01-01",
 }
 # The test stack must not inherit a developer's pointers to external servers.
-for name in ("CLICKHOUSE_URL", "CLICKHOUSE_HOST", "METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS"):
+for name in ("CLICKHOUSE_URL", "CLICKHOUSE_HOST", "METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS", "DAGSTER_HOME"):
     os.environ.pop(name, None)
 os.environ.update(TEST_ENV)
+
+
+def _ports(base: int) -> dict[str, int]:
+    return {name: int(value) - _BASE + base for name, value in TEST_ENV.items() if name.endswith("_PORT")}
+
+
+def _check_ports_free() -> None:
+    """Stop the session with the port base to use when another stack or session holds this one's ports."""
+    from metrics_platform.stack.process import port_in_use
+
+    taken = [f"{name.removeprefix('METRICS_PLATFORM_')} {port}" for name, port in _ports(_BASE).items()
+             if port_in_use(port)]  # fmt: skip
+    if not taken:
+        return
+    free = next((b for b in range(20000, 52001, 1000) if not any(map(port_in_use, _ports(b).values()))), None)
+    advice = f"run with METRICS_PLATFORM_TEST_PORT_BASE={free}" if free else "stop the other stacks"
+    pytest.exit(
+        f"the test stack's ports (base {_BASE}) are in use by another stack or test session: {', '.join(taken)}; "
+        f"{advice}",
+        returncode=4,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +78,13 @@ def stack(settings) -> Iterator[object]:
     from metrics_platform.stack import platform
 
     platform.down(settings, report=lambda _: None)  # leftovers of an interrupted session
-    shutil.rmtree(settings.state_dir, ignore_errors=True)
+    _check_ports_free()
+    # Everything but the generated secrets: `settings` already holds the passwords they keep.
+    for path in settings.state_dir.glob("*"):
+        if path.is_dir() and path.name != "secrets":
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
     platform.up(settings, report=lambda _: None, with_dagster=False)
     yield settings
     platform.down(settings, report=lambda _: None)

@@ -1,20 +1,17 @@
-"""Operating the platform from Dagster, against the real stack: replays, audits, sensors."""
+"""Operating the platform from Dagster, against the real stack: replays, audits (alert sensors: test_alerts.py)."""
 
 from __future__ import annotations
 
 import gzip
-import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import orjson
 
-from metrics_platform.defs.lag import build_consumer_lag_sensor
 from metrics_platform.defs.replay import historical_replay
 from metrics_platform.defs.rollups import ROLLUP_ASSETS, ROLLUP_CHECKS
-from metrics_platform.defs.slo import build_slo_burn_sensor
-from tests.helpers import flat_event, ingest, produce, stored_count, wait_for
+from tests.helpers import flat_event, ingest, stored_count, wait_for
 
 
 def _rolled_up(ch, service: str) -> int:
@@ -34,9 +31,10 @@ def test_definitions_load():
 
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
-    assert {"consumer_lag_sensor", "slo_burn_sensor", "run_failure_alert", "pipeline_health_sensor"} <= {
-        s.name for s in repo.sensor_defs
-    }
+    assert {"alert_rules_sensor", "run_failure_alert", "pipeline_health_sensor"} <= {s.name for s in repo.sensor_defs}
+    # The streamed tables are observed assets with a check, and every alert rule has one.
+    keys = {check.name for check in defs.resolve_asset_graph().asset_check_keys}
+    assert {"up_to_date", "rules_file_valid", "alert_request_errors", "alert_consumer_lag"} <= keys
     assert repo.has_job("repair_rollup") and repo.has_job("rollup_audit")
 
 
@@ -159,66 +157,3 @@ def test_rollup_audit_fails_on_a_part_without_the_rollup_and_passes_after_repair
     (evaluation,) = repaired.get_asset_check_evaluations()
     assert evaluation.passed, evaluation.metadata
     assert _rolled_up(ch, service) == 400
-
-
-def _tick(sensor: dg.SensorDefinition, resources: dict, cursor: str | None):
-    context = dg.build_sensor_context(cursor=cursor, resources=resources)
-    result = sensor(context)
-    cursor = result.cursor if isinstance(result, dg.SensorResult) and result.cursor else context.cursor
-    return result, cursor
-
-
-def test_lag_sensor_alerts_when_clickhouse_stops_consuming_and_recovers(
-    stack, ch, dagster_resources, alert_receiver, monkeypatch
-):
-    monkeypatch.setenv("METRICS_PLATFORM_LAG_ALERT_THRESHOLD", "20")
-    monkeypatch.setenv("METRICS_PLATFORM_LAG_ALERT_FOR_SECONDS", "0")
-    sensor = build_consumer_lag_sensor()
-    group = f"{stack.kafka.consumer_group_prefix}_agent_events"
-    key = f"lag:{group}"
-    _, cursor = _tick(sensor, dagster_resources, None)
-    assert alert_receiver.about(key) == []
-
-    ch.command("DETACH TABLE kafka_agent_events")  # ClickHouse's consumer stops
-    try:
-        produce(stack.kafka, stack.kafka.events_topic, [flat_event("lag-test") for _ in range(100)])
-        result, cursor = _tick(sensor, dagster_resources, cursor)
-        observed = result.asset_events[0].metadata[f"lag.{group}"].value
-        assert observed >= 100
-        _, cursor = _tick(sensor, dagster_resources, cursor)  # still lagging: no second page
-    finally:
-        ch.command("ATTACH TABLE kafka_agent_events")
-    assert [m["kind"] for m in alert_receiver.about(key)] == ["alert"]
-    assert "behind" in alert_receiver.about(key)[0]["text"]
-
-    def recovered():
-        nonlocal cursor
-        _, cursor = _tick(sensor, dagster_resources, cursor)
-        return [m["kind"] for m in alert_receiver.about(key)] == ["alert", "recovery"]
-
-    wait_for(recovered, 90, "the recovery message")
-    assert json.loads(cursor)["alerting"] == []
-
-
-def test_slo_sensor_pages_on_an_error_burst_and_recovers(stack, ch, dagster_resources, alert_receiver):
-    service = f"slo-{uuid.uuid4().hex[:8]}"
-    now = datetime.now(UTC).replace(tzinfo=None)
-    recent = (now - timedelta(seconds=30)).isoformat() + "Z"
-    burst = [
-        flat_event(service, ts=recent, status="error" if i % 2 else "ok", agent="checkout", route="POST /pay")
-        for i in range(40)
-    ]
-    ingest(stack.kafka, ch, service, burst)
-    sensor = build_slo_burn_sensor()
-    key = f"slo:{service} / test / POST /pay"
-
-    _, cursor = _tick(sensor, dagster_resources, None)
-    _, cursor = _tick(sensor, dagster_resources, cursor)
-    assert [m["kind"] for m in alert_receiver.about(key)] == ["alert"]
-    assert "error rate 50.0%" in alert_receiver.about(key)[0]["text"]
-
-    healthy = [flat_event(service, ts=recent, agent="checkout", route="POST /pay") for _ in range(1000)]
-    ingest(stack.kafka, ch, service, healthy, expected=1040)
-    _, cursor = _tick(sensor, dagster_resources, cursor)
-    assert [m["kind"] for m in alert_receiver.about(key)] == ["alert", "recovery"]
-    assert json.loads(cursor) == []

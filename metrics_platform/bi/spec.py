@@ -54,6 +54,9 @@ class Dataset:
     key: str
     sql: str
     time_column: str | None
+    # What ClickHouse reads to answer this dataset's charts: rollup projections (p_route_minute, ...)
+    # or tables. tests/test_superset.py checks every chart's query plan against it.
+    reads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,12 @@ def load(path: Path) -> Dashboard:
         if not isinstance(body, dict):
             raise SpecError(f"{at}: expected a mapping with sql (and time_column)")
         sql = _require(body, "sql", at).strip().rstrip(";")
-        datasets[key] = Dataset(key=key, sql=sql, time_column=body.get("time_column"))
+        reads = body.get("reads", [])
+        if isinstance(reads, str):
+            reads = [reads]
+        if not isinstance(reads, list) or not all(isinstance(r, str) and r for r in reads):
+            raise SpecError(f"{at}: reads lists the projections or tables that answer it, e.g. [p_route_hour]")
+        datasets[key] = Dataset(key=key, sql=sql, time_column=body.get("time_column"), reads=tuple(reads))
     charts = tuple(_chart(c, f"{where}: chart", datasets) for c in _require(raw, "charts", where, list))
     keys = [c.key for c in charts]
     duplicated = sorted({k for k in keys if keys.count(k) > 1})

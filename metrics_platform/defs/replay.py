@@ -1,7 +1,9 @@
 """Replaying historical JSON Lines into Kafka, one daily partition at a time."""
 
+import contextlib
+import re
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -20,7 +22,36 @@ class ReplayConfig(dg.Config):
     """Directory of YYYY-MM-DD.jsonl[.gz] files; default METRICS_PLATFORM_HISTORY_DIR."""
 
 
-daily = dg.DailyPartitionsDefinition(start_date=Settings.from_env().history_start_date, end_offset=1)
+_HISTORY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl(\.gz)?")
+
+
+def first_history_day(history_dir: Path) -> date | None:
+    """The earliest day with a ``YYYY-MM-DD.jsonl[.gz]`` file in ``history_dir`` (None: no file)."""
+    days = []
+    for path in history_dir.glob("*.jsonl*") if history_dir.is_dir() else []:
+        match = _HISTORY_FILE.fullmatch(path.name)
+        if match:
+            with contextlib.suppress(ValueError):  # 2026-13-45.jsonl is not a day
+                days.append(date.fromisoformat(match.group(1)))
+    return min(days, default=None)
+
+
+def partitions_start(settings: Settings) -> str:
+    """METRICS_PLATFORM_HISTORY_START_DATE if set, else the first day with history, else today (UTC).
+
+    Why a computed start rather than dynamic partitions: a daily definition keeps Dagster's calendar,
+    day ranges and single-run backfills over contiguous days, which dynamic partitions (ordered by
+    when they were added) do not; the start is found again whenever the code location loads, so older
+    files dropped into the history directory appear after a reload. Days between files show as
+    missing, which they are.
+    """
+    if settings.history_start_date:
+        return settings.history_start_date
+    first = first_history_day(settings.history_dir)
+    return (first or datetime.now(UTC).date()).isoformat()
+
+
+daily = dg.DailyPartitionsDefinition(start_date=partitions_start(Settings.from_env()), end_offset=1)
 
 
 @dg.asset(

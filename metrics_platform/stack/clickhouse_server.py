@@ -18,74 +18,93 @@ import ctypes
 import importlib.machinery
 import importlib.util
 import os
+import re
 import signal
 import sys
 import threading
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
+
+from metrics_platform.stack import clickhouse_users
+
+if TYPE_CHECKING:
+    from metrics_platform.settings import ClickHouseSettings, KafkaSettings, Settings
 
 # The keep-alive query; KILL QUERY finds it by this marker.
 _MARKER = "metrics_platform_keepalive"
 _KEEPALIVE = f"SELECT sleepEachRow(1) AS {_MARKER} FROM numbers(1000000000000) FORMAT Null SETTINGS max_block_size = 1"
+# A query the quota counts (reading a table; constant expressions are not counted) and that changes nothing.
+_SPEND_QUERY = "SELECT count() FROM system.settings"
+_KAFKA_KEY_RE = re.compile(r"^[a-z0-9_]+$")
 
 
 def render_config(
     http_port: int,
     tcp_port: int,
     listen_host: str = "127.0.0.1",
-    readonly_users: Mapping[str, str] | None = None,
-    readonly_database: str = "default",
+    users_file: Path | None = None,
+    kafka: Mapping[str, str] | None = None,
 ) -> str:
-    """The server's config.xml: loopback only (the default user has no password).
+    """The server's config.xml: loopback only, accounts from ``users_file`` (clickhouse_users.py).
 
-    ``readonly_users`` (name -> SHA-256 hex of the password) get ``readonly = 1`` and SELECT on
-    ``readonly_database``, for BI tools (Superset). The engine has no writable access storage, so
-    ``CREATE USER`` is refused; users must come from this file.
+    ``kafka`` holds librdkafka properties (``security.protocol``, ``sasl.username``, ...) for the Kafka
+    engine, written into the ``<kafka>`` section the way ClickHouse takes them (dots as underscores).
     """
-    users = _users_section(readonly_users, readonly_database) if readonly_users else ""
-    return f"""<clickhouse>{users}
+    users = f"\n    <users_config>{escape(str(users_file))}</users_config>" if users_file else ""
+    return f"""<clickhouse>{users}{clickhouse_users.access_control_xml()}
     <listen_host>{escape(listen_host)}</listen_host>
     <http_port>{http_port}</http_port>
-    <tcp_port>{tcp_port}</tcp_port>
+    <tcp_port>{tcp_port}</tcp_port>{_system_logs_xml()}
     <kafka>
         <!-- A consumer that died without leaving its group holds its partitions this long. -->
         <session_timeout_ms>10000</session_timeout_ms>
-        <heartbeat_interval_ms>3000</heartbeat_interval_ms>
+        <heartbeat_interval_ms>3000</heartbeat_interval_ms>{_kafka_properties(kafka or {})}
     </kafka>
 </clickhouse>
 """
 
 
-def _users_section(readonly_users: Mapping[str, str], database: str) -> str:
-    # Declaring users replaces the engine's built-in list, so `default` is declared as it was
-    # (no password, named collections allowed); users_xml must point at this file to be read.
-    readonly = "".join(
-        f"""
-        <{escape(name)}>
-            <password_sha256_hex>{escape(sha256_hex)}</password_sha256_hex>
-            <networks><ip>::/0</ip></networks>
-            <profile>readonly</profile>
-            <quota>default</quota>
-            <grants><query>GRANT SELECT ON {escape(database)}.*</query></grants>
-        </{escape(name)}>"""
-        for name, sha256_hex in readonly_users.items()
-    )
-    return f"""
-    <user_directories><users_xml><path>config.xml</path></users_xml></user_directories>
-    <profiles><default/><readonly><readonly>1</readonly></readonly></profiles>
-    <quotas><default/></quotas>
-    <users>
-        <default>
-            <password></password>
-            <networks><ip>::/0</ip></networks>
-            <profile>default</profile>
-            <quota>default</quota>
-            <named_collection_control>1</named_collection_control>
-        </default>{readonly}
-    </users>"""
+def engine_kafka_properties(kafka: KafkaSettings) -> dict[str, str]:
+    """The platform's Kafka security properties as this engine's Kafka client can use them.
+
+    chdb's librdkafka has no SCRAM (measured, chdb-core 26.9: "No provider for SASL mechanism SCRAM-SHA-512
+    ... Current build options: PLAIN"): it logs in with SASL/PLAIN, with the platform's user and password.
+    The embedded broker accepts PLAIN for that user; an external cluster must too, or be read by a real
+    ClickHouse server.
+    """
+    properties = kafka.librdkafka_security()
+    if kafka.sasl:
+        properties["sasl.mechanism"] = "PLAIN"
+    return properties
+
+
+def _system_logs_xml() -> str:
+    """The server's own logs and metrics, kept off or slow: at idle they are most of what a server does.
+
+    System log tables (query_log, query_thread_log, part_log, trace_log, metric_log,
+    asynchronous_metric_log, text_log, processors_profile_log, ...) exist only when the configuration
+    declares them; none is declared, so the embedded server writes none (a real ClickHouse server's
+    operator sets them up with TTLs). The asynchronous metrics (system.asynchronous_metrics: memory,
+    table and part counts) are recomputed every minute instead of every second.
+    """
+    return """
+    <asynchronous_metrics_update_period_s>60</asynchronous_metrics_update_period_s>"""
+
+
+def _kafka_properties(properties: Mapping[str, str]) -> str:
+    lines = []
+    for key, value in properties.items():
+        tag = key.replace(".", "_")
+        if not _KAFKA_KEY_RE.match(tag):
+            raise ValueError(f"Kafka property {key!r} cannot be a ClickHouse <kafka> setting")
+        lines.append(f"\n        <{tag}>{escape(value)}</{tag}>")
+    return "".join(lines)
 
 
 def _load_engine() -> ModuleType:
@@ -113,27 +132,130 @@ def _load_engine() -> ModuleType:
     return module
 
 
-def _kill_keepalive(http_port: int) -> None:
+def _query(http_port: int, sql: str, user: str, password: str) -> tuple[int, str]:
+    """Run ``sql`` over HTTP as ``user``: (status, body); OSError when nothing listens."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{http_port}/",
+        data=sql.encode(),
+        method="POST",
+        headers={"X-ClickHouse-User": user, "X-ClickHouse-Key": password},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def _engine_statements(database: str) -> list[str]:
+    """What the engine's own session (user `default`, see clickhouse_users.py) runs, in one call.
+
+    The platform's database is created before anything listens. The users file gives `default` a lifetime
+    quota of this many queries; the engine does not always count the first one (measured, chdb-core 26.9:
+    one less from some starts to the next), so the server spends what may be left once it listens
+    (``_spend_engine_quota``): from then on no client can run a query as `default`.
+    """
+    create = [] if database == clickhouse_users.ENGINE_DATABASE else [f"CREATE DATABASE IF NOT EXISTS `{database}`"]
+    return [*create, "SYSTEM START LISTEN HTTP", "SYSTEM START LISTEN TCP", _KEEPALIVE]
+
+
+def _kill_keepalive(http_port: int, user: str, password: str) -> None:
     query = f"KILL QUERY WHERE query LIKE '%{_MARKER} FROM numbers%' AND query NOT LIKE 'KILL%' SYNC"
-    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/", data=query.encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        response.read()
+    # As the platform's account; then as the engine's, for a users file that leaves it open (test_manifests).
+    for login, key in ((user, password), (clickhouse_users.ENGINE_USER, "")):
+        status, body = _query(http_port, query, login, key)
+        if status == 200:
+            return
+    raise OSError(f"KILL QUERY refused: {body[:300]}")
 
 
-def serve(
-    data_dir: Path,
-    run_dir: Path,
-    http_port: int,
-    tcp_port: int,
-    readonly_users: Mapping[str, str] | None = None,
-    readonly_database: str = "default",
-) -> int:
+def _spend_engine_quota(http_port: int, user: str, password: str, quota: int, timeout_s: float = 120.0) -> None:
+    """Use up what the engine's session left of `default`'s quota, once its keep-alive query runs.
+
+    Spending earlier could leave the engine's own statements without quota. ``user`` (the platform's
+    account) sees whether the keep-alive runs; with a users file that is not ours it cannot log in, and
+    then nothing needs spending either.
+    """
+    deadline = time.monotonic() + timeout_s
+    running = (
+        f"SELECT count() FROM system.processes WHERE query LIKE '%{_MARKER} FROM numbers%' "
+        "AND query NOT LIKE '%system.processes%'"
+    )
+    while time.monotonic() < deadline:
+        try:
+            status, body = _query(http_port, running, user, password)
+        except OSError:
+            status, body = 0, ""  # not listening yet
+        if status == 200 and body.strip() != "0":
+            break
+        if status in (401, 403, 516):
+            print(f"`{user}` cannot see the engine's session: {body.strip()[:200]}", flush=True)
+            break
+        time.sleep(0.05)
+    answered = 0
+    while time.monotonic() < deadline:
+        status, body = _query(http_port, _SPEND_QUERY, clickhouse_users.ENGINE_USER, "")
+        answered += status == 200
+        if status != 200 or answered > quota:
+            if "QUOTA_EXCEEDED" not in body:
+                # A users file that does not come from clickhouse_users (test_manifests' deployment file).
+                print(f"`default` is not the platform's engine account: {body.strip()[:200]}", flush=True)
+            return
+    print(f"WARNING: could not use up the quota of `default` within {timeout_s:.0f} s", flush=True)
+
+
+def _adopt_objects(http_port: int, ch: ClickHouseSettings) -> None:
+    """Objects made by the engine's `default` in installations from before accounts act as the platform's
+    account: dictionaries' ClickHouse sources log in as it, views run as it (their definer)."""
+
+    def run(sql: str) -> str:
+        status, body = _query(http_port, sql, ch.user, ch.password)
+        if status != 200:
+            raise OSError(f"{sql[:80]!r}: {body.strip()[:300]}")
+        return body
+
+    database = ch.database
+    for name in run(f"SELECT name FROM system.dictionaries WHERE database = '{database}' FORMAT TSVRaw").split():
+        create = run(f"SHOW CREATE DICTIONARY `{database}`.`{name}` FORMAT TSVRaw")
+        ddl = clickhouse_users.adopted_dictionary_ddl(create, ch.user, ch.password)
+        if ddl:
+            run(ddl)
+            print(f"dictionary {database}.{name} now reads as {ch.user}", flush=True)
+    views = run(
+        f"SELECT name FROM system.tables WHERE database = '{database}' "
+        "AND create_table_query LIKE '%SQL SECURITY DEFINER%' "
+        f"AND extract(create_table_query, 'DEFINER = `?([^` ]+)') != '{ch.user}' FORMAT TSVRaw"
+    )
+    for name in views.split():
+        run(f"ALTER TABLE `{database}`.`{name}` MODIFY SQL SECURITY DEFINER DEFINER = CURRENT_USER")
+        print(f"view {database}.{name} now runs as {ch.user}", flush=True)
+
+
+def _after_listening(http_port: int, settings: Settings, engine_queries: int) -> None:
+    ch = settings.clickhouse
+    _spend_engine_quota(http_port, ch.user, ch.password, engine_queries)
+    try:
+        _adopt_objects(http_port, ch)
+    except OSError as exc:
+        print(f"could not give the platform's account the objects of the engine's: {exc}", flush=True)
+
+
+def serve(data_dir: Path, run_dir: Path, http_port: int, tcp_port: int, settings: Settings) -> int:
     """Serve until SIGTERM or SIGINT, then stop the engine cleanly; returns an exit code."""
     run_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.xml").write_text(
-        render_config(http_port, tcp_port, readonly_users=readonly_users, readonly_database=readonly_database)
-    )
+    database = settings.clickhouse.database
+    if database != clickhouse_users.ENGINE_DATABASE and clickhouse_users.tables_in_engine_database(data_dir):
+        print(clickhouse_users.ENGINE_DATABASE_IN_USE.format(data_dir=data_dir, database=database), flush=True)
+        return 2
+    if database == clickhouse_users.ENGINE_DATABASE:
+        print(clickhouse_users.ENGINE_DATABASE_WARNING, flush=True)
+    statements = _engine_statements(database)
+    users_file = run_dir / "users.xml"
+    # Both files hold secrets (password hashes, Kafka credentials): owner only.
+    clickhouse_users.write_private(users_file, clickhouse_users.render_users(settings.clickhouse, len(statements)))
+    config = render_config(http_port, tcp_port, users_file=users_file, kafka=engine_kafka_properties(settings.kafka))
+    clickhouse_users.write_private(run_dir / "config.xml", config)
     # Block the stop signals before any engine thread exists, so every thread inherits the mask
     # and the main thread alone receives them through sigwait: the engine call blocks in C,
     # where a Python signal handler would never run.
@@ -146,7 +268,7 @@ def serve(
     def run() -> None:
         try:
             engine.query(
-                f"SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP; {_KEEPALIVE}",
+                "; ".join(statements),
                 "TabSeparated",  # becomes the HTTP default format; clickhouse-connect needs it
                 path=str(data_dir),
             )
@@ -155,13 +277,16 @@ def serve(
 
     worker = threading.Thread(target=run, name="clickhouse-engine", daemon=True)
     worker.start()
+    # Once it listens: close the engine's account to clients, then adopt what it made before accounts existed.
+    after = (http_port, settings, len(statements))
+    threading.Thread(target=_after_listening, args=after, name="after-listening", daemon=True).start()
     print(f"embedded ClickHouse: data {data_dir}, http {http_port}, tcp {tcp_port}", flush=True)
     while worker.is_alive():
         received = signal.sigtimedwait(stop_signals, 1.0)
         if received is not None:
             print(f"signal {received.si_signo}: stopping", flush=True)
             try:
-                _kill_keepalive(http_port)
+                _kill_keepalive(http_port, settings.clickhouse.user, settings.clickhouse.password)
             except OSError as exc:
                 print(f"could not cancel the keep-alive query ({exc}); exiting anyway", flush=True)
                 return 1
@@ -181,14 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8123)
     parser.add_argument("--tcp-port", type=int, default=9000)
     args = parser.parse_args(argv)
-    # The read-only user Superset queries as; the settings come from the same environment as the parent's.
+    # Accounts and Kafka credentials come from the same environment as the parent's settings.
     from metrics_platform.settings import Settings
-    from metrics_platform.stack.superset import clickhouse_readonly_users
 
     settings = Settings.from_env()
-    readonly = clickhouse_readonly_users(settings)
-    database = settings.clickhouse.database
-    return serve(args.data_dir.resolve(), args.run_dir.resolve(), args.http_port, args.tcp_port, readonly, database)
+    return serve(args.data_dir.resolve(), args.run_dir.resolve(), args.http_port, args.tcp_port, settings)
 
 
 if __name__ == "__main__":

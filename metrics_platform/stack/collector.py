@@ -9,6 +9,7 @@ The PII processors are rendered from ``pii-policy.toml`` at every start (see ``p
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -27,18 +28,18 @@ MIB = 1024 * 1024
 JSON_EXPANSION_BUDGET = 3
 
 
-def _build_files() -> list[Path]:
-    return sorted([SOURCE_DIR / "go.mod", SOURCE_DIR / "go.sum", *SOURCE_DIR.rglob("*.go")])
+def _build_files(source_dir: Path = SOURCE_DIR) -> list[Path]:
+    return sorted([source_dir / "go.mod", source_dir / "go.sum", *source_dir.rglob("*.go")])
 
 
 def daemon(settings: Settings) -> Daemon:
     return Daemon("otelcol", settings.run_dir, settings.log_dir)
 
 
-def binary_path(settings: Settings) -> Path:
+def binary_path(settings: Settings, source_dir: Path = SOURCE_DIR) -> Path:
     digest = hashlib.sha256()
-    for path in _build_files():
-        digest.update(str(path.relative_to(SOURCE_DIR)).encode() + b"\0" + path.read_bytes())
+    for path in _build_files(source_dir):
+        digest.update(str(path.relative_to(source_dir)).encode() + b"\0" + path.read_bytes())
     return settings.cache_dir / "otelcol" / digest.hexdigest()[:12] / "otelcol"
 
 
@@ -53,9 +54,10 @@ def go_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def build(settings: Settings) -> Path:
-    """Build the Collector unless a binary for these build files is cached; returns its path."""
-    binary = binary_path(settings)
+def build(settings: Settings, source_dir: Path = SOURCE_DIR) -> Path:
+    """Build the Collector distribution in ``source_dir`` (ours by default; bench/peer_otelcol is another)
+    unless a binary for its build files is cached; returns its path."""
+    binary = binary_path(settings, source_dir)
     if binary.exists():
         return binary
     go = shutil.which("go")
@@ -65,13 +67,13 @@ def build(settings: Settings) -> Path:
     partial = binary.with_suffix(".partial")
     result = subprocess.run(
         [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial), "."],
-        cwd=SOURCE_DIR,
+        cwd=source_dir,
         env=go_env(settings),
         capture_output=True,
         text=True,
     )
     if result.returncode != 0:
-        raise StackError(f"building the Collector in {SOURCE_DIR} failed:\n{result.stderr[-4000:]}")
+        raise StackError(f"building the Collector in {source_dir} failed:\n{result.stderr[-4000:]}")
     partial.rename(binary)
     return binary
 
@@ -126,7 +128,25 @@ def environment(settings: Settings) -> dict[str, str]:
         "METRICS_PLATFORM_OTLP_MAX_REQUEST_BYTES": str(c.max_request_mib * MIB),
         "METRICS_PLATFORM_COLLECTOR_BATCH_MAX_BYTES": str(batch_max_bytes(settings)),
         "METRICS_PLATFORM_COLLECTOR_MAX_RECORD_BYTES": str(max_record_bytes(settings)),
+        **kafka_security_environment(settings),
     }
+
+
+def kafka_security_environment(settings: Settings) -> dict[str, str]:
+    """The kafka exporter's ``auth`` and ``tls`` blocks (JSON, which the Collector parses as YAML) from
+    the platform's Kafka security settings; empty for PLAINTEXT."""
+    k = settings.kafka
+    auth, tls = "", ""
+    if k.sasl:
+        # The Collector could take a "$" for the start of a variable reference.
+        if "$" in k.sasl_password:
+            raise StackError("METRICS_PLATFORM_KAFKA_SASL_PASSWORD must not contain '$' (the Collector expands it)")
+        sasl = {"mechanism": k.sasl_mechanism, "username": k.sasl_username, "password": k.sasl_password}
+        auth = json.dumps({"sasl": sasl})
+    if k.tls:
+        files = {"ca_file": k.ssl_ca_location, "cert_file": k.ssl_certificate_location, "key_file": k.ssl_key_location}
+        tls = json.dumps({key: value for key, value in files.items() if value})
+    return {"METRICS_PLATFORM_COLLECTOR_KAFKA_AUTH": auth, "METRICS_PLATFORM_COLLECTOR_KAFKA_TLS": tls}
 
 
 def queue_dir(settings: Settings) -> Path:

@@ -7,6 +7,7 @@ The jars come from Maven Central through ``deploy/kafka/pom.xml`` and are cached
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import uuid
@@ -14,10 +15,36 @@ from pathlib import Path
 
 from metrics_platform.paths import DEPLOY_DIR
 from metrics_platform.settings import Settings
+from metrics_platform.stack.clickhouse_users import write_private
 from metrics_platform.stack.process import Daemon, StackError, port_in_use, require_free_ports, wait_until
 
 POM = DEPLOY_DIR / "kafka" / "pom.xml"
 LOG4J = DEPLOY_DIR / "kafka" / "log4j2.properties"
+# One broker on a small node: a heap that starts small and stays under 256 MB (Kafka keeps its data in
+# the page cache, not the heap), the serial collector (no GC threads idling beside a 2-core machine's
+# other work), and the C1 compiler only (far less memory and start-up CPU; the broker's hot paths are
+# I/O and checksums). Measured with bench/idle.py (with IDLE_OVERRIDES and MALLOC_ARENA_MAX below): idle
+# RSS 185-225 MiB and ~1.4 % of a core, instead of 340-460 MiB and ~2.4 % with G1 and a 1 GiB heap.
+# Out of memory means exit, so the supervisor starts a fresh broker instead of one limping on.
+JVM_OPTIONS = (
+    "-Xms64m",
+    "-Xmx256m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+# What the broker process costs at idle beyond its heap, passed with the JVM options (``--override``):
+# - the log cleaner (it compacts __consumer_offsets) takes a 128 MiB de-duplication buffer on the heap
+#   by default; a few consumer groups' offsets need far less (a smaller buffer only means more passes);
+# - the KRaft controller appends a no-op record (written and fsync'ed) to the metadata log every 0.5 s
+#   so that brokers notice a stale controller; a single combined node has no one to tell.
+IDLE_OVERRIDES = {
+    "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
+    "metadata.max.idle.interval.ms": "10000",
+}
+# With SASL on, the broker's own account (towards its controller and itself); clients use the platform's user.
+BROKER_USER = "kafka_broker"
 
 
 def daemon(settings: Settings) -> Daemon:
@@ -59,7 +86,7 @@ def install(settings: Settings) -> Path:
 
 
 def render_properties(settings: Settings, log_dir: Path) -> str:
-    port, controller = _port(settings), settings.kafka.controller_port
+    controller = settings.kafka.controller_port
     retention_ms = settings.kafka.retention_hours * 3600 * 1000
     return "\n".join(
         [
@@ -67,11 +94,7 @@ def render_properties(settings: Settings, log_dir: Path) -> str:
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            *_listener_properties(settings),
             f"log.dirs={log_dir}",
             f"num.partitions={settings.kafka.partitions}",
             f"log.retention.ms={retention_ms}",
@@ -92,6 +115,110 @@ def render_properties(settings: Settings, log_dir: Path) -> str:
     )
 
 
+def _listener_properties(settings: Settings) -> list[str]:
+    """Loopback listeners: PLAINTEXT, or SASL_PLAINTEXT when the platform's Kafka settings ask for SASL.
+
+    With SASL, clients log in with the configured mechanism (SCRAM by default; the user is created at each
+    start, see ``_ensure_client_user``; the same user and password work with PLAIN, for the embedded
+    ClickHouse) and the broker itself, towards its controller and itself, with
+    SASL/PLAIN as an account of its own whose password lives in this file (mode 0600) and in the state
+    directory's secrets. PLAIN needs no metadata, so an existing storage and a changed password just work.
+    """
+    port, controller = _port(settings), settings.kafka.controller_port
+    listeners = "controller.listener.names=CONTROLLER"
+    if not settings.kafka.sasl:
+        return [
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            listeners,
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+        ]
+    k = settings.kafka
+    broker_password = _broker_password(settings)
+    # The platform's user may log in with PLAIN too: the embedded ClickHouse's Kafka client knows no other
+    # mechanism (clickhouse_server.engine_kafka_properties).
+    plain_users = {BROKER_USER: broker_password, k.sasl_username: k.sasl_password}
+    for value in (k.sasl_username, k.sasl_password):
+        if any(c in value for c in '"\\\n'):
+            raise StackError("the Kafka SASL user name and password must not hold quotes, backslashes or line breaks")
+    if k.sasl_username == BROKER_USER:
+        raise StackError(f"METRICS_PLATFORM_KAFKA_SASL_USERNAME cannot be {BROKER_USER!r}, the broker's own account")
+    plain = "org.apache.kafka.common.security.plain.PlainLoginModule required"
+    own = f'username="{BROKER_USER}" password="{broker_password}"'
+    accepted = " ".join(f'user_{name}="{password}"' for name, password in plain_users.items())
+    mechanisms = sorted({k.sasl_mechanism, "PLAIN"})
+    scram = []
+    if k.sasl_mechanism.startswith("SCRAM-"):
+        module = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        scram.append(f"listener.name.sasl_plaintext.{k.sasl_mechanism.lower()}.sasl.jaas.config={module}")
+    return [
+        f"listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+        f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}",
+        listeners,
+        "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "inter.broker.listener.name=SASL_PLAINTEXT",
+        f"sasl.enabled.mechanisms={','.join(mechanisms)}",
+        "sasl.mechanism.inter.broker.protocol=PLAIN",
+        "sasl.mechanism.controller.protocol=PLAIN",
+        f"listener.name.sasl_plaintext.plain.sasl.jaas.config={plain} {own} {accepted};",
+        *scram,
+        # The controller listener admits the broker's account only.
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        f'listener.name.controller.plain.sasl.jaas.config={plain} {own} user_{BROKER_USER}="{broker_password}";',
+    ]
+
+
+def _broker_password(settings: Settings) -> str:
+    return settings.generated_secret("kafka_broker_password")
+
+
+def _broker_client_config(settings: Settings) -> dict[str, object]:
+    """librdkafka settings for the broker's own account (readiness probe, creating the SCRAM user)."""
+    from metrics_platform.kafka_clients import LIBRDKAFKA_LOG
+
+    config: dict[str, object] = {"bootstrap.servers": settings.kafka.bootstrap_servers, "logger": LIBRDKAFKA_LOG}
+    if settings.kafka.sasl:
+        config |= {
+            "security.protocol": "sasl_plaintext",
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": BROKER_USER,
+            "sasl.password": _broker_password(settings),
+        }
+    return config
+
+
+def _ensure_client_user(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create (or update) the platform's SCRAM user, then check that its login works.
+
+    SCRAM credentials live in the cluster's metadata; setting them at every start makes a storage
+    formatted before SASL was switched on, or a changed password, work without formatting anew.
+    """
+    from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    from metrics_platform.kafka_clients import admin
+
+    k = settings.kafka
+    if not k.sasl:
+        return
+    if k.sasl_mechanism.startswith("SCRAM-"):
+        mechanism = ScramMechanism[k.sasl_mechanism.replace("-", "_")]
+        credential = ScramCredentialInfo(mechanism, 8192)
+        upsert = UserScramCredentialUpsertion(k.sasl_username, credential, k.sasl_password.encode())
+        broker_admin = AdminClient(_broker_client_config(settings))  # kept alive until the futures resolve
+        futures = broker_admin.alter_user_scram_credentials([upsert])
+        for user, future in futures.items():
+            try:
+                future.result(timeout=timeout_s)
+            except Exception as exc:
+                raise StackError(f"creating Kafka's SCRAM user {user!r} failed: {exc}") from exc
+
+    def logs_in() -> bool:
+        return bool(admin(k).list_topics(timeout=2).brokers)
+
+    wait_until(logs_in, timeout_s, f"Kafka login as {k.sasl_username!r} ({k.sasl_mechanism})")
+
+
 def _port(settings: Settings) -> int:
     return int(settings.kafka.bootstrap_servers.rsplit(":", 1)[1])
 
@@ -107,7 +234,8 @@ def start(settings: Settings, timeout_s: float = 90.0) -> None:
     data = home / "data"
     home.mkdir(parents=True, exist_ok=True)
     properties = home / "server.properties"
-    properties.write_text(render_properties(settings, data))
+    # Owner only: with SASL it holds the broker's password.
+    write_private(properties, render_properties(settings, data))
     classpath = f"{libs}/*"
     java = shutil.which("java")
     if java is None:
@@ -134,18 +262,20 @@ def start(settings: Settings, timeout_s: float = 90.0) -> None:
     broker.start(
         [
             java,
-            "-Xms256m",
-            "-Xmx1g",
-            "-XX:+UseG1GC",
+            *JVM_OPTIONS,
             f"-Dlog4j2.configurationFile={LOG4J}",
             f"-Dkafka.logs.dir={settings.log_dir}",
             "-cp",
             classpath,
             "kafka.Kafka",
             str(properties),
-        ]
+            *(arg for key, value in IDLE_OVERRIDES.items() for arg in ("--override", f"{key}={value}")),
+        ],
+        # glibc gives each of the broker's ~100 threads its own malloc arena; two are plenty.
+        env={**os.environ, "MALLOC_ARENA_MAX": "2"},
     )
     wait_until(lambda: _ready(settings), timeout_s, f"Kafka on {settings.kafka.bootstrap_servers}", broker)
+    _ensure_client_user(settings)
 
 
 def _cluster_id() -> str:
@@ -156,12 +286,13 @@ def _cluster_id() -> str:
 
 
 def _ready(settings: Settings) -> bool:
-    from metrics_platform.kafka_clients import admin
+    from confluent_kafka.admin import AdminClient
 
     # Probe the port first: a client dialing a closed port logs an error line per retry.
     if not port_in_use(_port(settings)):
         return False
-    metadata = admin(settings.kafka).list_topics(timeout=2)
+    # As the broker's own account: the platform's SCRAM user may not exist yet.
+    metadata = AdminClient(_broker_client_config(settings)).list_topics(timeout=2)
     return bool(metadata.brokers)
 
 

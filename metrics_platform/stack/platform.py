@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -9,8 +10,12 @@ from metrics_platform import clickhouse, kafka_clients, migrations
 from metrics_platform.prices.load import load_prices
 from metrics_platform.settings import Settings
 from metrics_platform.stack import clickhouse_embedded, collector, dagster_services, kafka_broker, superset
+from metrics_platform.stack.process import Daemon
 
 Report = Callable[[str], None]
+Stop = Callable[[Settings], bool]
+# Dagster's own limit before it calls a daemon loop unhealthy.
+DAEMON_HEARTBEAT_TOLERANCE_S = 60
 
 
 def install(settings: Settings, report: Report = print) -> None:
@@ -27,31 +32,67 @@ def up(settings: Settings, report: Report = print, with_dagster: bool = True, wi
     """Install what is missing, start every embedded component, apply migrations.
 
     Components configured as external (CLICKHOUSE_URL/HOST, METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS)
-    are used as they are and not started.
+    are used as they are and not started. If a step fails (or is interrupted), the components this
+    call started are stopped again, those that were running already are left alone, and the error
+    is raised.
     """
-    if settings.kafka.embedded:
-        report("Kafka: fetching jars (cached after the first run) and starting the broker")
-        kafka_broker.start(settings)
-    report(f"Kafka: ensuring topics on {settings.kafka.bootstrap_servers}")
-    created = kafka_clients.ensure_topics(settings.kafka)
-    if created:
-        report(f"  created {', '.join(created)}")
-    if settings.clickhouse.embedded:
-        report("ClickHouse: starting the embedded server")
-        clickhouse_embedded.start(settings)
-    report(f"ClickHouse: applying migrations at {settings.clickhouse.url}")
-    ch = clickhouse.client(settings.clickhouse)
-    applied = migrations.migrate(ch, settings)
-    report(f"  applied {len(applied)} migration(s)" if applied else "  schema up to date")
-    loaded = load_prices(ch, settings.price_overrides)
-    report(f"ClickHouse: loaded {loaded.entries:,} model prices ({loaded.overrides} override(s))")
-    report("Collector: building (cached after the first run) and starting")
-    collector.start(settings)
-    if with_dagster:
-        report(f"Dagster: starting the webserver (http://127.0.0.1:{settings.dagster_port}) and the daemon")
-        dagster_services.start(settings)
-    if with_superset:
-        _superset_up(settings, report)
+    started: list[tuple[str, Stop]] = []
+
+    def starting(name: str, daemon: Daemon, stop: Stop) -> None:
+        # Recorded before the start: a component that dies half-way through starting is stopped too.
+        if daemon.pid() is None:
+            started.append((name, stop))
+
+    try:
+        if settings.kafka.embedded:
+            report("Kafka: fetching jars (cached after the first run) and starting the broker")
+            starting("Kafka", kafka_broker.daemon(settings), kafka_broker.stop)
+            kafka_broker.start(settings)
+        report(f"Kafka: ensuring topics on {settings.kafka.bootstrap_servers}")
+        created = kafka_clients.ensure_topics(settings.kafka)
+        if created:
+            report(f"  created {', '.join(created)}")
+        if settings.clickhouse.embedded:
+            report("ClickHouse: starting the embedded server")
+            starting("ClickHouse", clickhouse_embedded.daemon(settings), clickhouse_embedded.stop)
+            clickhouse_embedded.start(settings)
+        report(f"ClickHouse: applying migrations at {settings.clickhouse.url}")
+        ch = clickhouse.client(settings.clickhouse)
+        applied = migrations.migrate(ch, settings)
+        report(f"  applied {len(applied)} migration(s)" if applied else "  schema up to date")
+        loaded = load_prices(ch, settings.price_overrides)
+        report(f"ClickHouse: loaded {loaded.entries:,} model prices ({loaded.overrides} override(s))")
+        report("Collector: building (cached after the first run) and starting")
+        starting("Collector", collector.daemon(settings), collector.stop)
+        collector.start(settings)
+        if with_dagster:
+            report(f"Dagster: starting the webserver (http://127.0.0.1:{settings.dagster_port}) and the daemon")
+            for name, component in (
+                ("Dagster code server", dagster_services.code_server(settings)),
+                ("Dagster webserver", dagster_services.webserver(settings)),
+                ("Dagster daemon", dagster_services.daemon(settings)),
+            ):
+                starting(name, component, dagster_services.stop)
+            dagster_services.start(settings)
+        if with_superset:
+            starting("Superset", superset.daemon(settings), superset.stop)
+            _superset_up(settings, report)
+    except BaseException:
+        _stop_started(settings, started, report)
+        raise
+
+
+def _stop_started(settings: Settings, started: list[tuple[str, Stop]], report: Report) -> None:
+    """Stop, downstream first, what a failed ``up`` started."""
+    done: set[Stop] = set()
+    for name, stop in reversed(started):
+        if stop in done:
+            continue
+        done.add(stop)
+        try:
+            report(f"{name}: {'stopped' if stop(settings) else 'not running'} (up failed)")
+        except Exception as exc:  # keep stopping the others; the original error is what is raised
+            report(f"{name}: could not be stopped: {exc}")
 
 
 def _superset_up(settings: Settings, report: Report) -> None:
@@ -86,53 +127,57 @@ class ComponentStatus:
     name: str
     running: bool
     detail: str
+    # Times the supervisor restarted it after it died, since the stack came up.
+    restarts: int = 0
+
+
+def _supervised(daemon: Daemon, healthy: bool | None, where: str) -> tuple[bool, str, int]:
+    """Up?, the status line's detail and restarts of one supervised component."""
+    info, restarts = daemon.info(), daemon.restarts()
+    pid = daemon.pid()
+    again = f", restarted {restarts}x" if restarts else ""
+    if pid is None:
+        if info is not None and info.state in ("BACKOFF", "FATAL", "STARTING"):
+            reason = f": {info.spawn_error}" if info.spawn_error else ""
+            word = {"BACKOFF": "retrying", "FATAL": "gave up", "STARTING": "starting"}[info.state]
+            return False, f"{word} ({info.state}{reason}){again}; log {daemon.log_file}", restarts
+        return False, f"stopped{again}", restarts
+    health = "" if healthy is None else (", healthy" if healthy else ", not answering")
+    # Found by its pid file only: its supervisord is gone, so nothing restarts it.
+    alone = ", NOT SUPERVISED (run `metrics-platform down`, then `up`)" if info is None else ""
+    return healthy is not False, f"pid {pid}, {where}{health}{again}{alone}", restarts
 
 
 def status(settings: Settings) -> list[ComponentStatus]:
-    """What runs, where, and whether it answers its health check."""
+    """What runs, where, whether it answers its health check, and how often it was restarted."""
     rows: list[ComponentStatus] = []
     if settings.kafka.embedded:
-        pid = kafka_broker.daemon(settings).pid()
-        rows.append(
-            ComponentStatus(
-                "kafka",
-                pid is not None,
-                f"pid {pid}, {settings.kafka.bootstrap_servers}" if pid else "stopped",
-            )
-        )
+        broker = kafka_broker.daemon(settings)
+        rows.append(ComponentStatus("kafka", *_supervised(broker, None, settings.kafka.bootstrap_servers)))
     else:
         rows.append(ComponentStatus("kafka", True, f"external: {settings.kafka.bootstrap_servers}"))
     ch_ok = clickhouse_embedded.healthy(settings)
     if settings.clickhouse.embedded:
-        pid = clickhouse_embedded.daemon(settings).pid()
-        detail = (
-            f"pid {pid}, {settings.clickhouse.url}, {'healthy' if ch_ok else 'not answering'}" if pid else "stopped"
-        )
-        rows.append(ComponentStatus("clickhouse", pid is not None and ch_ok, detail))
+        daemon = clickhouse_embedded.daemon(settings)
+        rows.append(ComponentStatus("clickhouse", *_supervised(daemon, ch_ok, settings.clickhouse.url)))
     else:
         rows.append(ComponentStatus("clickhouse", ch_ok, f"external: {settings.clickhouse.url}"))
-    pid = collector.daemon(settings).pid()
-    col_ok = collector.healthy(settings)
     c = settings.collector
-    detail = (
-        (
-            f"pid {pid}, OTLP grpc :{c.otlp_grpc_port} http :{c.otlp_http_port}, "
-            f"{'healthy' if col_ok else 'not answering'}"
-        )
-        if pid
-        else "stopped"
-    )
-    rows.append(ComponentStatus("otelcol", pid is not None and col_ok, detail))
-    pid = dagster_services.webserver(settings).pid()
-    ui_ok = dagster_services.healthy(settings)
-    detail = f"pid {pid}, http://127.0.0.1:{settings.dagster_port}, {'healthy' if ui_ok else 'not answering'}"
-    rows.append(ComponentStatus("dagster-ui", pid is not None and ui_ok, detail if pid else "stopped"))
-    pid = dagster_services.daemon(settings).pid()
-    rows.append(ComponentStatus("dagster-daemon", pid is not None, f"pid {pid}" if pid else "stopped"))
-    pid = superset.daemon(settings).pid()
-    # Listed only when it runs: `up --no-superset` leaves it out on purpose.
-    if pid is not None:
-        ok = superset.healthy(settings)
-        detail = f"pid {pid}, {settings.superset.url}, {'healthy' if ok else 'not answering'}"
-        rows.append(ComponentStatus("superset", ok, detail))
+    where = f"OTLP grpc :{c.otlp_grpc_port} http :{c.otlp_http_port}"
+    otelcol = collector.daemon(settings)
+    rows.append(ComponentStatus("otelcol", *_supervised(otelcol, collector.healthy(settings), where)))
+    ui, ui_ok = dagster_services.webserver(settings), dagster_services.healthy(settings)
+    where = f"http://127.0.0.1:{settings.dagster_port}"
+    rows.append(ComponentStatus("dagster-ui", *_supervised(ui, ui_ok, where)))
+    beats = dagster_services.daemon_heartbeats(settings) if ui_ok else {}
+    fresh = bool(beats) and time.time() - min(beats.values()) < DAEMON_HEARTBEAT_TOLERANCE_S
+    where = f"{len(beats)} loops, last heartbeats {'fresh' if fresh else 'late'}" if beats else "heartbeats unknown"
+    rows.append(ComponentStatus("dagster-daemon", *_supervised(dagster_services.daemon(settings), None, where)))
+    code, code_ok = dagster_services.code_server(settings), dagster_services.code_server_healthy(settings)
+    where = str(dagster_services.code_server_socket(settings))
+    rows.append(ComponentStatus("dagster-code", *_supervised(code, code_ok, where)))
+    web = superset.daemon(settings)
+    # Listed only when it runs or was run: `up --no-superset` leaves it out on purpose.
+    if web.info() is not None or web.pid() is not None:
+        rows.append(ComponentStatus("superset", *_supervised(web, superset.healthy(settings), settings.superset.url)))
     return rows

@@ -1,15 +1,17 @@
-"""Background processes with pid files and logs under the state directory."""
+"""Background processes of the stack (run by supervisord, see supervisor.py), health waits, ports."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from metrics_platform.stack.supervisor import ProgramInfo, Supervisor, SupervisorError
 
 
 class StackError(RuntimeError):
@@ -18,11 +20,20 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class Daemon:
-    """One background process of the stack, known by name."""
+    """One background process of the stack, known by name, run and restarted by supervisord.
+
+    Its output goes to ``<log_dir>/<name>.log``, its pid to ``<run_dir>/<name>.pid`` at each start.
+    A process the supervisor does not know (its supervisord was killed, or an older version of the
+    platform started it) is still found by that pid file, and stopped.
+    """
 
     name: str
     run_dir: Path
     log_dir: Path
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return Supervisor(self.run_dir, self.log_dir)
 
     @property
     def pid_file(self) -> Path:
@@ -32,67 +43,85 @@ class Daemon:
     def log_file(self) -> Path:
         return self.log_dir / f"{self.name}.log"
 
+    def info(self) -> ProgramInfo | None:
+        """supervisord's view: state (RUNNING, STARTING, BACKOFF, FATAL, ...), pid, last spawn error."""
+        return self.supervisor.info(self.name)
+
     def pid(self) -> int | None:
-        """The pid if the process is alive, else None (a stale pid file is removed)."""
+        """The pid if the process is alive (starting or running), else None."""
+        info = self.info()
+        if info is not None:
+            return info.pid if info.alive else None
+        return self._unsupervised_pid()
+
+    def restarts(self) -> int:
+        """How often it died unasked and was started again since the supervisor started."""
+        return self.supervisor.restarts().get(self.name, 0)
+
+    def _unsupervised_pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            self.pid_file.unlink(missing_ok=True)
-            return None
-        except PermissionError:
-            return pid
-        if _is_zombie(pid):
+        if not _alive(pid):
             self.pid_file.unlink(missing_ok=True)
             return None
         return pid
 
     def start(self, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None) -> int:
-        """Start detached from the terminal (its own session), output appended to the log."""
+        """Start it under the supervisor (restarted if it dies), output appended to the log."""
         if self.pid() is not None:
-            raise StackError(f"{self.name} is already running (pid file {self.pid_file})")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+            raise StackError(f"{self.name} is already running (pid {self.pid()})")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                list(argv),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(str(proc.pid))
-        return proc.pid
+        try:
+            # The environment is the caller's, whoever started the supervisor.
+            environment = dict(os.environ if env is None else env)
+            return self.supervisor.start(self.name, argv, environment, cwd, self.log_file, self.pid_file)
+        except SupervisorError as exc:
+            raise StackError(str(exc)) from exc
 
     def stop(self, timeout_s: float = 60.0) -> bool:
-        """SIGTERM, wait, then SIGKILL; returns True if a process was running."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                break
-            time.sleep(0.2)
-        else:
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
+        """SIGTERM to its process group, wait, then SIGKILL; returns True if a process was running.
+
+        The supervisor shuts down with its last component.
+        """
+        unsupervised = self._unsupervised_pid() if self.info() is None else None
+        if unsupervised is not None:
+            stopped = _stop_pid(unsupervised, timeout_s)
+            self.pid_file.unlink(missing_ok=True)
+            return stopped
+        try:
+            stopped = self.supervisor.stop(self.name, timeout_s)
+            self.supervisor.shutdown_if_idle()
+        except SupervisorError as exc:
+            raise StackError(str(exc)) from exc
         self.pid_file.unlink(missing_ok=True)
-        return True
+        return stopped
 
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+def _stop_pid(pid: int, timeout_s: float) -> bool:
+    """SIGTERM, wait, then SIGKILL a process that is not under the supervisor."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -6,10 +6,10 @@ requirements and constraints (an edit builds a new one; an unchanged file reuses
 configuration is deploy/superset/superset_config.py; its data (SQLite metadata by default) is
 under ``<state>/superset``; its secrets are generated once into ``<state>/secrets``.
 
-Superset queries ClickHouse as a read-only user. The embedded ClickHouse cannot create users by SQL
-(the engine has no writable access storage), so the user is declared in the server's config.xml
-(see ``clickhouse_readonly_users`` and clickhouse_server.render_config); an external ClickHouse
-needs the user created by its operator (deploy/superset/README.md).
+Superset queries ClickHouse as the platform's read-only account (``metrics_reader``). The embedded
+ClickHouse cannot create users by SQL (the engine has no writable access storage), so the account is
+declared in the server's users file (stack/clickhouse_users.py); an external ClickHouse needs it
+created by its operator (deploy/superset/README.md).
 """
 
 from __future__ import annotations
@@ -126,22 +126,14 @@ def install_embed_sdk(settings: Settings, report: Report = print) -> Path | None
 
 
 def clickhouse_credentials(settings: Settings) -> tuple[str, str]:
-    """The read-only ClickHouse user Superset connects as, and its password."""
+    """The read-only ClickHouse user Superset connects as (the platform's reader by default), and its password."""
     s = settings.superset
-    if s.clickhouse_password:
-        return s.clickhouse_user, s.clickhouse_password
-    if not settings.clickhouse.embedded:
+    if not s.clickhouse_password:
         raise StackError(
             "Superset needs a read-only ClickHouse user on the external server: create it (see "
-            "deploy/superset/README.md) and set METRICS_PLATFORM_SUPERSET_CLICKHOUSE_USER/_PASSWORD"
+            "deploy/superset/README.md) and set METRICS_PLATFORM_CLICKHOUSE_READER_USER/_PASSWORD"
         )
-    return s.clickhouse_user, settings.generated_secret("clickhouse_readonly_password")
-
-
-def clickhouse_readonly_users(settings: Settings) -> dict[str, str]:
-    """Read-only users the embedded ClickHouse declares: name -> SHA-256 of the password."""
-    user, password = clickhouse_credentials(settings)
-    return {user: hashlib.sha256(password.encode()).hexdigest()}
+    return s.clickhouse_user, s.clickhouse_password
 
 
 def admin_password(settings: Settings) -> str:
