@@ -10,7 +10,8 @@ import orjson
 
 from metrics_platform import contract
 from metrics_platform.contract import validate
-from tests.helpers import flat_event, produce, recent, span_id, trace_id, wait_for
+from tests import otlp_json
+from tests.helpers import flat_event, produce, recent, span_id, stored_count, trace_id, wait_for
 
 
 def _dead_letters(ch, topic: str, positions: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[str, str]]:
@@ -156,3 +157,173 @@ def test_clickhouse_and_the_python_contract_agree(stack, ch):
             assert sample["span_id"] in landed, f"valid sample was not stored: {sample}"
         else:
             assert position in rejected, f"invalid sample was not rejected: {sample} ({validate(sample, accepted)})"
+
+
+def _otlp(service: object, attrs: dict | None = None, start_ns: int | None = None, end_ns: int | None = None) -> bytes:
+    """One OTLP JSON message with one LLM span; ``service`` or an attribute value may be a raw AnyValue dict."""
+
+    def attribute(key: str, value: object) -> dict:
+        if isinstance(value, dict):
+            return {"key": key, "value": value}
+        return otlp_json.attribute(key, value)
+
+    start = time.time_ns() - 5_000_000_000 if start_ns is None else start_ns
+    span = {
+        "traceId": trace_id(),
+        "spanId": span_id(),
+        "name": "chat gpt-4.1",
+        "kind": otlp_json.CLIENT,
+        "startTimeUnixNano": str(start),
+        "endTimeUnixNano": str(start + 250_000_000 if end_ns is None else end_ns),
+        "attributes": [attribute(k, v) for k, v in {"gen_ai.request.model": "gpt-4.1", **(attrs or {})}.items()],
+    }
+    message = {
+        "resourceSpans": [
+            {"resource": {"attributes": [attribute("service.name", service)]}, "scopeSpans": [{"spans": [span]}]}
+        ]
+    }
+    return orjson.dumps(message)
+
+
+def _flat(service: object, **fields: object) -> bytes:
+    return orjson.dumps({**flat_event("x"), "service": service, **fields})
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp() * 1e9)
+
+
+# Every kind of bad input of the reliability issue, on both paths where it exists on both: builder of
+# the message for a service name, and the start of the reason dead_letters must give.
+NOW = datetime.now(UTC)
+BAD_SPANS: list[tuple[str, object, str]] = [
+    ("100 days old", lambda s: _otlp(s, start_ns=_ns(NOW - timedelta(days=100))), "span start "),
+    ("1970", lambda s: _otlp(s, start_ns=_ns(datetime(1970, 1, 2, tzinfo=UTC))), "span start 1970-01-02"),
+    ("1 ns", lambda s: _otlp(s, start_ns=1, end_ns=2), "span start 1970-01-01"),
+    ("2 days ahead", lambda s: _otlp(s, start_ns=_ns(NOW + timedelta(days=2))), "span start "),
+    ("2099", lambda s: _otlp(s, start_ns=_ns(datetime(2099, 1, 1, tzinfo=UTC))), "span start 2099-01-01"),
+    ("tokens 2^32", lambda s: _otlp(s, {"gen_ai.usage.input_tokens": 4294967296}), "token count tokens_prompt is"),
+    ("tokens 1e300", lambda s: _otlp(s, {"gen_ai.usage.output_tokens": 1e300}), "token count tokens_completion is"),
+    ("tokens NaN", lambda s: _otlp(s, {"gen_ai.usage.input_tokens": {"doubleValue": "NaN"}}), "token count"),
+    ("tokens as text", lambda s: _otlp(s, {"gen_ai.usage.input_tokens": "many"}), "token count tokens_prompt is"),
+    ("negative tokens", lambda s: _otlp(s, {"gen_ai.usage.input_tokens": -5}), "token count tokens_prompt is"),
+    ("negative cost", lambda s: _otlp(s, {"gen_ai.usage.cost": -1.0}), "cost is not a number"),
+    ("cost Infinity", lambda s: _otlp(s, {"gen_ai.usage.cost": {"doubleValue": "Infinity"}}), "cost is not a number"),
+    ("cost 1e9", lambda s: _otlp(s, {"gen_ai.usage.cost": 1e9}), "cost is not a number"),
+    (
+        "negative latency",
+        lambda s: _otlp(s, start_ns=time.time_ns() - 5 * 10**9, end_ns=time.time_ns() - 6 * 10**9),
+        "span endTimeUnixNano is before startTimeUnixNano",
+    ),  # fmt: skip
+    (
+        "latency above 2^32 ms",
+        lambda s: _otlp(s, start_ns=time.time_ns() - 5 * 10**9, end_ns=time.time_ns() + 4_300_000_000 * 10**6),
+        "span lasts longer than 4294967295 ms",
+    ),  # fmt: skip
+    ("service as number", lambda s: _otlp({"intValue": "42"}), "attribute service.name must be a string, got intValue"),
+    (
+        "service as array",
+        lambda s: _otlp({"arrayValue": {"values": [{"stringValue": s}]}}),
+        "attribute service.name must be a string, got arrayValue",
+    ),  # fmt: skip
+    (
+        "model as object",
+        lambda s: _otlp(s, {"gen_ai.request.model": {"kvlistValue": {"values": []}}}),
+        "attribute gen_ai.request.model must be a string, got kvlistValue",
+    ),  # fmt: skip
+    (
+        "identity in a kvlist",
+        lambda s: _otlp(s, {"user": {"kvlistValue": {"values": [otlp_json.attribute("id", "u-1")]}}}),
+        "raw user identifiers nested in attrs are not accepted",
+    ),
+    (
+        "identity key in a kvlist",
+        lambda s: _otlp(s, {"request": {"kvlistValue": {"values": [otlp_json.attribute("user.email", "a@b.io")]}}}),
+        "raw user identifiers nested in attrs are not accepted",
+    ),
+    ("invalid UTF-8", lambda s: b'{"resourceSpans": "\xff\xfe' + s.encode() + b'"}', "payload is not valid UTF-8"),
+    ("not JSON", lambda s: b"{broken " + s.encode(), "payload is not valid JSON"),
+    ("JSON without spans", lambda s: orjson.dumps([s]), "no spans in payload"),
+]
+BAD_EVENTS: list[tuple[str, object, str]] = [
+    ("100 days old", lambda s: _flat(s, ts=recent(minutes_ago=100 * 24 * 60)), "ts "),
+    ("1970", lambda s: _flat(s, ts="1970-01-01T00:00:00Z"), "ts 1970-01-01"),
+    ("epoch ms 0", lambda s: _flat(s, ts=0), "ts 1970-01-01"),
+    ("2 days ahead", lambda s: _flat(s, ts=recent(minutes_ago=-2 * 24 * 60)), "ts "),
+    ("2099", lambda s: _flat(s, ts="2099-01-01T00:00:00Z"), "ts 2099-01-01"),
+    ("3000", lambda s: _flat(s, ts="3000-01-01T00:00:00Z"), "ts "),
+    ("1900", lambda s: _flat(s, ts="1900-01-01T00:00:00Z"), "ts "),
+    ("0001", lambda s: _flat(s, ts="0001-01-01T00:00:00Z"), "ts "),
+    ("tokens 2^32", lambda s: _flat(s, tokens_prompt=4294967296), "tokens_prompt must be a whole number"),
+    ("tokens 1e300", lambda s: _flat(s, tokens_completion=1e300), "tokens_completion must be a whole number"),
+    ("tokens 2.5", lambda s: _flat(s, tokens_reasoning=2.5), "tokens_reasoning must be a whole number"),
+    ("tokens as text", lambda s: _flat(s, tokens_prompt="many"), "tokens_prompt must be a whole number"),
+    ("negative tokens", lambda s: _flat(s, tokens_cache_read=-1), "tokens_cache_read must be a whole number"),
+    ("negative cost", lambda s: _flat(s, cost_usd=-0.5), "cost_usd must be a finite number >= 0"),
+    ("cost 1e300", lambda s: _flat(s, cost_usd=1e300), "cost_usd must be below 100000000"),
+    ("cost as text", lambda s: _flat(s, cost_usd="1.0"), "cost_usd must be a finite number >= 0"),
+    ("negative latency", lambda s: _flat(s, latency_ms=-5), "latency_ms must be a finite number >= 0"),
+    ("latency 1e12", lambda s: _flat(s, latency_ms=1e12), "latency_ms must be at most 4294967295"),
+    ("service as number", lambda s: _flat(42), "service must be a string"),
+    ("service as array", lambda s: _flat([s, s]), "service must be a string"),
+    ("env as object", lambda s: _flat(s, env={"name": "prod"}), "env must be a string"),
+    ("attrs as array", lambda s: _flat(s, attrs=["a"]), "attrs must be a JSON object"),
+    ("PII key in attrs", lambda s: _flat(s, attrs={"user.id": "u-1"}), "raw user identifiers are not accepted"),
+    (
+        "PII nested in attrs",
+        lambda s: _flat(s, attrs={"request": {"user": {"email": "jane@example.com"}}}),
+        "raw user identifiers are not accepted",
+    ),  # fmt: skip
+    ("PII gen_ai.user", lambda s: _flat(s, attrs={"gen_ai.user": "jane"}), "raw user identifiers are not accepted"),
+    (
+        "user name nested in attrs",
+        lambda s: _flat(s, attrs={"user": {"tier": "gold", "name": "jane"}}),
+        "raw user identifiers nested in attrs are not accepted",
+    ),
+    ("user.name in attrs", lambda s: _flat(s, attrs={"user.name": "jane"}), "raw user identifiers nested in attrs"),
+    ("invalid UTF-8", lambda s: b'{"service": "\xff\xfe' + s.encode() + b'"}', "payload is not valid UTF-8"),
+    ("not JSON", lambda s: b"{broken " + s.encode(), "payload is not a JSON object"),
+    ("JSON array", lambda s: orjson.dumps([s]), "payload is not a JSON object"),
+]
+
+
+def test_every_bad_input_kind_is_one_dead_letter_with_its_reason(stack, ch):
+    """Each kind, twice, on its path among good messages: exactly one dead letter per bad message, at its
+    offset, with the reason; the good ones stored; no bad one stored."""
+    service = f"kinds-{uuid.uuid4().hex[:8]}"
+    good_spans = [_otlp(service) for _ in range(5)]
+    good_events = [_flat(service) for _ in range(5)]
+    results: dict[str, dict[tuple[int, int], tuple[str, str]]] = {}
+    expected: dict[str, list[tuple[str, str, tuple[int, int]]]] = {}
+    for topic, kinds, good in (
+        (stack.kafka.spans_topic, BAD_SPANS, good_spans),
+        (stack.kafka.events_topic, BAD_EVENTS, good_events),
+    ):
+        bad = [(name, reason, make(f"{service}-bad")) for name, make, reason in kinds for _ in range(2)]
+        positions = produce(stack.kafka, topic, [*good[:2], *(m for _, _, m in bad), *good[2:]])
+        expected[topic] = [(name, reason, pos) for (name, reason, _), pos in zip(bad, positions[2:-3], strict=True)]
+    for topic, wanted in expected.items():
+        positions = [pos for _, _, pos in wanted]
+        results[topic] = wait_for(
+            lambda t=topic, p=positions: len(d := _dead_letters(ch, t, p)) == len(p) and d,
+            60,
+            f"{len(positions)} dead letters from {topic}",
+            diagnose=lambda t=topic, p=positions: f"found {sorted(_dead_letters(ch, t, p).values())}",
+        )
+    wait_for(lambda: stored_count(ch, service) == 10, 60, "the 10 good messages stored")
+    wrong = [
+        f"{topic} {name}: {results[topic][pos][0]!r} does not start with {reason!r}"
+        for topic, wanted in expected.items()
+        for name, reason, pos in wanted
+        if not results[topic][pos][0].startswith(reason)
+    ]
+    assert not wrong, "\n".join(wrong)
+    # Exactly one dead letter per message (a message of one span is one row), none stored.
+    for topic, wanted in expected.items():
+        positions = {pos for _, _, pos in wanted}
+        rows = ch.query(
+            "SELECT partition, offset FROM dead_letters WHERE source_topic = {t:String}", parameters={"t": topic}
+        ).result_rows
+        letters = sum(1 for row in rows if tuple(row) in positions)
+        assert letters == len(wanted), f"{topic}: {letters} dead letters for {len(wanted)} bad messages"
+    assert stored_count(ch, f"{service}-bad") == 0, "a bad message was stored"

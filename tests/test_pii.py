@@ -12,11 +12,13 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import orjson
 import pytest
 
 from metrics_platform.stack import collector, kafka_broker, pii_policy
+from tests import otlp_json
 from tests.collector_helpers import clickhouse_find, kafka_traces, post_otlp, read_topic
-from tests.helpers import wait_for
+from tests.helpers import flat_event, produce, span_id, trace_id, wait_for
 
 SALT = "test-salt-not-secret"  # tests/conftest.py
 HASH_KEYS = ("user_id", "enduser.id", "user.id", "gen_ai.request.user", "gen_ai.user")
@@ -371,3 +373,49 @@ def test_a_bad_policy_is_refused_with_its_location(tmp_path: Path, edit, message
     policy.write_text(edit(Path(collector.SOURCE_DIR / "pii-policy.toml").read_text()))
     with pytest.raises(pii_policy.PiiPolicyError, match=message):
         pii_policy.load(policy)
+
+
+def test_identities_nested_in_attrs_straight_to_kafka_leave_no_raw_value_in_clickhouse(stack, ch):
+    """Producers that bypass the Collector: identities nested under attrs (flat path) and in kvlist
+    attributes (OTLP path), in messages stored or rejected, reach no ClickHouse table raw (dead_letters
+    included)."""
+    token = secrets.token_hex(4)
+    raw = {
+        "flat-user-id": f"nested-id-{token}",
+        "flat-enduser-id": f"nested-enduser-{token}",
+        "flat-user-name": f"nested-name-{token}",
+        "otlp-user-id": f"kvlist-id-{token}",
+        "otlp-enduser-id": f"kvlist-enduser-{token}",
+    }
+    service = f"pii-nested-{token}"
+    events = [
+        flat_event(service, attrs={"request": {"user": {"id": raw["flat-user-id"]}}}),
+        flat_event(service, attrs={"enduser": {"id": raw["flat-enduser-id"], "role": "admin"}}),
+        flat_event(service, attrs={"user": {"tier": "gold", "name": raw["flat-user-name"]}}),
+    ]
+
+    def kvlist(key: str, inner: dict[str, str]) -> dict:
+        return {"key": key, "value": {"kvlistValue": {"values": [otlp_json.attribute(k, v) for k, v in inner.items()]}}}
+
+    spans = []
+    for good in (True, False):  # one stored (if the mapping accepts it), one rejected for its token count
+        attrs = [kvlist("user", {"id": raw["otlp-user-id"]}), kvlist("enduser", {"id": raw["otlp-enduser-id"]})]
+        if not good:
+            attrs.append(otlp_json.attribute("gen_ai.usage.input_tokens", -1))
+        body = otlp_json.span(trace_id(), "chat", {}, span_id=span_id())
+        body["attributes"] = attrs
+        spans.append(otlp_json.request({"service.name": service}, [body]))
+    produce(stack.kafka, stack.kafka.events_topic, [orjson.dumps(e) for e in events])
+    produce(stack.kafka, stack.kafka.spans_topic, spans)
+
+    def settled() -> bool:
+        stored = int(
+            ch.command("SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service})
+        )
+        letters = int(ch.command("SELECT count() FROM dead_letters WHERE position(payload, {s:String}) > 0",
+                                 parameters={"s": service}))  # fmt: skip
+        return stored + letters >= len(events) + len(spans)
+
+    wait_for(settled, 60, "every nested-identity message stored or rejected")
+    leaks = clickhouse_find(ch, list(raw.values()))
+    assert leaks == {}, {table: sorted(values) for table, values in leaks.items()}
