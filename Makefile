@@ -62,5 +62,10 @@ lint: install
 bench: install
 	$(BIN)/python bench/e2e_throughput.py
 
+# Ours against the contrib clickhouseexporter path, same load, one run (~6 min; own ports 33000+/33500+).
+.PHONY: bench-peer
+bench-peer: install
+	$(BIN)/python bench/compare_peer.py --profile
+
 clean-state: down
 	rm -rf .state

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -86,6 +88,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="answers per question")
     parser.add_argument("--keep", action="store_true", help=f"keep the private state ({_STATE})")
     args = parser.parse_args()
+    # A terminated bench must still stop its private server (the finally below), not orphan it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = Settings.from_env()
     clickhouse_embedded.start(settings)
     try:
