@@ -3,11 +3,18 @@
 Uses the running stack (or starts one with --start, and stops it afterwards), waits for it to
 settle, then samples every second for a minute: each component's processes (the supervised
 process and its children, e.g. Dagster's code servers, Superset's workers) and supervisord itself.
-Prints one table: mean and peak RSS, and CPU as a percentage of one core (user + system time over
-the window, including children that ended within it). Then ClickHouse's finalizer share: the same
-ClickHouse measurement with its refreshable views stopped for a while (they are started again).
+Prints one table: mean and peak RSS, mean PSS, and CPU as a percentage of one core (user + system time
+over the window, including children that ended within it), the total, and the goal's verdict (on RSS and
+CPU). Then ClickHouse's finalizer share: the same ClickHouse measurement with its refreshable views stopped
+for a while (they are started again).
+
+RSS counts a page shared by several processes (a library, chdb's engine, Python's modules) once in each
+of them, so the total overstates what the stack takes; PSS splits each shared page among the processes
+that map it (including processes outside the stack, e.g. a second stack on the same machine). The load
+average is printed with the figures: CPU time per process is robust to other load, RSS too.
 
     .venv/bin/python bench/idle.py                     # the stack `make up` started
+    .venv/bin/python bench/idle.py --start --demo 30   # start it, send 30 s of demo traffic, settle, measure
     .venv/bin/python bench/idle.py --start --no-superset --settle 90
 """
 
@@ -17,6 +24,7 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -50,6 +58,18 @@ def _rss_kb(pid: int) -> int:
         return 0
 
 
+def _pss_kb(pid: int) -> int:
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0
+    return next((int(line.split()[1]) for line in lines if line.startswith("Pss:")), 0)
+
+
+def _load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def _tree(root: int, parents: dict[int, int]) -> set[int]:
     """The root and all its descendants."""
     found, frontier = {root}, [root]
@@ -66,6 +86,7 @@ class Component:
     name: str
     root: int
     rss_kb: list[int] = field(default_factory=list)
+    pss_kb: list[int] = field(default_factory=list)
     processes: int = 0
     cpu_start: float = 0.0
     cpu_end: float = 0.0
@@ -91,7 +112,7 @@ def components(settings: Settings) -> list[Component]:
 
 
 def measure(parts: list[Component], seconds: float) -> None:
-    """Sample RSS every second and CPU time at both ends of the window."""
+    """Sample RSS every second (PSS every tenth: reading smaps costs CPU) and CPU time at both ends."""
 
     def cpu_of(part: Component, parents: dict[int, int], cpu: dict[int, float], supervisord: bool) -> float:
         # supervisord's own children are the components: count only the process itself.
@@ -103,12 +124,16 @@ def measure(parts: list[Component], seconds: float) -> None:
         part.cpu_start = cpu_of(part, parents, cpu, part.name == "supervisord")
     deadline = time.monotonic() + seconds
     started = time.monotonic()
+    samples = 0
     while time.monotonic() < deadline:
         parents, _ = _snapshot()
         for part in parts:
             pids = {part.root} if part.name == "supervisord" else _tree(part.root, parents)
             part.rss_kb.append(sum(_rss_kb(p) for p in pids))
+            if samples % 10 == 0:
+                part.pss_kb.append(sum(_pss_kb(p) for p in pids))
             part.processes = max(part.processes, len(pids))
+        samples += 1
         time.sleep(max(0.0, 1.0 - (time.monotonic() - started) % 1.0))
     parents, cpu = _snapshot()
     for part in parts:
@@ -117,14 +142,19 @@ def measure(parts: list[Component], seconds: float) -> None:
 
 def print_table(parts: list[Component], seconds: float) -> tuple[float, float]:
     """One row per component and the total; returns (mean RSS MiB, CPU % of a core) of the total."""
-    print(f"\n{'component':<20}{'processes':>10}{'RSS MiB mean':>14}{'RSS MiB peak':>14}{'CPU % core':>12}")
-    total_rss = total_cpu = total_peak = 0.0
+    header = f"{'RSS MiB mean':>14}{'RSS MiB peak':>14}{'PSS MiB mean':>14}{'CPU % core':>12}"
+    print(f"\n{'component':<20}{'processes':>10}{header}")
+    total_rss = total_cpu = total_peak = total_pss = 0.0
     for part in sorted(parts, key=lambda p: -statistics.fmean(p.rss_kb or [0])):
         mean, peak = statistics.fmean(part.rss_kb or [0]) / 1024, max(part.rss_kb or [0]) / 1024
+        pss = statistics.fmean(part.pss_kb or [0]) / 1024
         cpu = max(0.0, part.cpu_end - part.cpu_start) / seconds * 100
-        total_rss, total_peak, total_cpu = total_rss + mean, total_peak + peak, total_cpu + cpu
-        print(f"{part.name:<20}{part.processes:>10}{mean:>14.0f}{peak:>14.0f}{cpu:>12.2f}")
-    print(f"{'total':<20}{sum(p.processes for p in parts):>10}{total_rss:>14.0f}{total_peak:>14.0f}{total_cpu:>12.2f}")
+        total_rss, total_peak, total_pss = total_rss + mean, total_peak + peak, total_pss + pss
+        total_cpu += cpu
+        print(f"{part.name:<20}{part.processes:>10}{mean:>14.0f}{peak:>14.0f}{pss:>14.0f}{cpu:>12.2f}")
+    processes = sum(p.processes for p in parts)
+    print(f"{'total':<20}{processes:>10}{total_rss:>14.0f}{total_peak:>14.0f}{total_pss:>14.0f}{total_cpu:>12.2f}")
+    print(f"load average (1, 5, 15 min) at the end: {_load_average()}")
     print(
         f"goal: <= {GOALS['rss_mib']:.0f} MiB, <= {GOALS['cpu_pct']:.0f} % of a core -> "
         f"{'met' if total_rss <= GOALS['rss_mib'] and total_cpu <= GOALS['cpu_pct'] else 'NOT met'}"
@@ -165,6 +195,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", action="store_true", help="start the stack if it is not running (stopped after)")
     parser.add_argument("--no-superset", dest="superset", action="store_false", help="with --start: without Superset")
+    parser.add_argument("--demo", type=float, default=0.0, help="with --start: seconds of demo traffic first")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds to wait before sampling")
     parser.add_argument("--seconds", type=float, default=60.0, help="sampling window")
     parser.add_argument("--finalizer-seconds", type=float, default=30.0, help="each window of the finalizer share")
@@ -179,6 +210,10 @@ def main() -> int:
         platform.up(settings, report=lambda line: print(f"  {line}"), with_superset=args.superset)
         started = True
     try:
+        if started and args.demo > 0:
+            # Through the CLI, which knows the Collector's endpoint, TLS and token.
+            demo = ["-m", "metrics_platform.cli", "demo", "--rate", "50", "--duration", str(args.demo)]
+            subprocess.run([sys.executable, *demo], check=True, stderr=subprocess.DEVNULL)
         print(f"settling for {args.settle:.0f} s, then sampling for {args.seconds:.0f} s")
         time.sleep(args.settle)
         parts = components(settings)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from metrics_platform.settings import Settings
+
+if TYPE_CHECKING:
+    from metrics_platform.cluster import Topology
 
 
 def _settings() -> Settings:
@@ -73,24 +77,41 @@ def install() -> None:
 
 @main.command()
 @click.option("--superset/--no-superset", default=True, show_default=True, help="Start Superset and its dashboards.")
-def up(superset: bool) -> None:
+@click.option("--topology", default="", help="A local cluster instead, e.g. brokers=3,shards=2 (docs/runbook.md).")
+def up(superset: bool, topology: str) -> None:
     """Install (cached) and start Kafka, ClickHouse, the Collector, Dagster and Superset; apply migrations."""
-    from metrics_platform.stack import platform
+    from metrics_platform.cluster import Topology, TopologyError
+    from metrics_platform.stack import dagster_services, network, platform
     from metrics_platform.stack.process import StackError
 
     settings = _settings()
     try:
-        platform.up(settings, report=click.echo, with_superset=superset)
-    except StackError as exc:
+        shape = Topology.parse(topology) if topology else None
+        platform.up(settings, report=click.echo, with_superset=superset, topology=shape)
+    except (StackError, TopologyError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if shape is not None and shape.clustered:
+        from metrics_platform.stack import topology as local_cluster
+
+        click.echo(
+            f"\nThe local cluster ({shape}) is up: `metrics-platform status` lists its servers.\n"
+            f"  readers query database {local_cluster.read_database(settings)} at {settings.clickhouse.url}\n"
+            f"  Dagster UI           {dagster_services.ui_url(settings)}\n"
+            + (_superset_line(settings) + "\n" if superset else "")
+            + "  stop with            metrics-platform down"
+        )
+        return
     c = settings.collector
+    grpc = network.host_port(network.connect_host(c.listen_host), c.otlp_grpc_port)
+    # Where senders find the bearer token, when the receivers require one.
+    token = f"\n{'':23}with 'Authorization: Bearer <{network.otlp_token_file(settings)}>'" if c.auth else ""
     click.echo(
         "\nThe platform is up.\n"
-        f"  send OTLP spans to   http://127.0.0.1:{c.otlp_http_port} (HTTP) or 127.0.0.1:{c.otlp_grpc_port} (gRPC)\n"
+        f"  send OTLP spans to   {c.otlp_http_endpoint} (HTTP) or {grpc} (gRPC){token}\n"
         f"  query ClickHouse at  {settings.clickhouse.url}  (tables agent_events, span_inbox, dead_letters)\n"
         f"  Kafka                {settings.kafka.bootstrap_servers}  (topics {settings.kafka.spans_topic}, "
         f"{settings.kafka.events_topic})\n"
-        f"  Dagster UI           http://127.0.0.1:{settings.dagster_port}  (assets, backfills, checks, sensors)\n"
+        f"  Dagster UI           {dagster_services.ui_url(settings)}  (assets, backfills, checks, sensors)\n"
         + (_superset_line(settings) + "\n" if superset else "")
         + f"  logs                 {settings.log_dir}\n"
         "  stop with            metrics-platform down"
@@ -126,12 +147,21 @@ def status() -> None:
 @main.command()
 @click.option("--status", "show_status", is_flag=True, help="List migrations and whether each is applied.")
 def migrate(show_status: bool) -> None:
-    """Apply pending schema migrations from sql/ (safe to re-run)."""
+    """Apply pending schema migrations from sql/ (safe to re-run); on a local cluster, on every shard."""
+    from metrics_platform.stack import topology
+
+    for label, server in topology.servers(_settings()):
+        if label:
+            click.echo(f"{label}:")
+        _migrate_one(server, show_status)
+
+
+def _migrate_one(settings: Settings, show_status: bool) -> None:
     from tqdm import tqdm
 
     from metrics_platform import clickhouse, migrations
+    from metrics_platform.stack import topology
 
-    settings = _settings()
     ch = clickhouse.client(settings.clickhouse)
     try:
         if show_status:
@@ -148,6 +178,8 @@ def migrate(show_status: bool) -> None:
                     bar.update(1)
 
             applied = migrations.migrate(ch, settings, on_statement=progress)
+        if topology.active(settings) is not None:
+            topology.ensure_read_layer(ch, settings)  # Distributed tables over tables the migrations added
     except migrations.MigrationError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"applied {len(applied)} migration(s)" if applied else "schema up to date")
@@ -173,26 +205,33 @@ def migrate(show_status: bool) -> None:
 def demo(rate: float, duration: float, seed: int | None, endpoint: str | None) -> None:
     """Send realistic synthetic agent traffic through the OpenTelemetry SDK."""
     from metrics_platform.demo import run_demo
+    from metrics_platform.stack.network import otlp_headers
 
     settings = _settings()
     url = endpoint or settings.collector.otlp_http_endpoint
-    problem = _otlp_problem(url)
+    # The receivers' token and CA (METRICS_PLATFORM_OTLP_AUTH, _OTLP_TLS_CA), also for another endpoint.
+    headers, ca = otlp_headers(settings), settings.collector.tls_ca or None
+    problem = _otlp_problem(url, headers, ca)
     if problem:
         raise click.ClickException(f"nothing sent: the OTLP endpoint {url} {problem}")
-    stats = run_demo(url, rate, duration, seed=seed)
+    stats = run_demo(url, rate, duration, seed=seed, headers=headers, certificate_file=ca)
     click.echo(str(stats))
 
 
-def _otlp_problem(endpoint: str) -> str | None:
+def _otlp_problem(endpoint: str, headers: dict[str, str] | None = None, ca_file: str | None = None) -> str | None:
     """Why an OTLP/HTTP endpoint would not take spans (an empty export must get 200), or None."""
+    import ssl
     import urllib.error
     import urllib.request
 
     request = urllib.request.Request(
-        f"{endpoint.rstrip('/')}/v1/traces", data=b"", headers={"Content-Type": "application/x-protobuf"}
+        f"{endpoint.rstrip('/')}/v1/traces",
+        data=b"",
+        headers={"Content-Type": "application/x-protobuf", **(headers or {})},
     )
+    context = ssl.create_default_context(cafile=ca_file) if endpoint.startswith("https:") else None
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
             response.read()
     except urllib.error.HTTPError as exc:
         return f"answered HTTP {exc.code} to an empty export"
@@ -283,21 +322,25 @@ def replay(days: tuple[str, ...], history_dir: str | None) -> None:
 @click.option("--rollup", "names", multiple=True, help="Rollup(s) to check (default: all).")
 @click.option("--repair", is_flag=True, help="Materialize the rollups for the window's parts that lack them first.")
 def audit(start: str, end: str, names: tuple[str, ...], repair: bool) -> None:
-    """Compare rollups (projections) with raw events for a window; exit 1 on mismatch."""
+    """Compare rollups (projections) with raw events for a window; exit 1 on mismatch. On a local cluster every
+    shard is repaired and audited against its own rows (a projection lives in one server's parts)."""
     from metrics_platform import clickhouse, rollup_audit
+    from metrics_platform.cluster import merge_audits
     from metrics_platform.rollups import ROLLUPS
+    from metrics_platform.stack import topology
 
     window = _window(start, end)
     unknown = set(names) - set(ROLLUPS)
     if unknown:
         raise click.UsageError(f"unknown rollup(s) {sorted(unknown)}; known: {', '.join(ROLLUPS)}")
-    ch = clickhouse.client(_settings().clickhouse)
+    servers = [(label, clickhouse.client(s.clickhouse)) for label, s in topology.servers(_settings())]
     passed = True
     for name in names or tuple(ROLLUPS):
         rollup = ROLLUPS[name]
-        if repair:
-            click.echo(f"{name}: materialized for {rollup_audit.repair(ch, *window, rollup):,} part(s)")
-        result = rollup_audit.audit(ch, *window, rollup)
+        for label, ch in servers if repair else ():
+            parts = rollup_audit.repair(ch, *window, rollup)
+            click.echo(f"{name}: materialized for {parts:,} part(s){f' on {label}' if label else ''}")
+        result = merge_audits(*window, [(label, rollup_audit.audit(ch, *window, rollup)) for label, ch in servers])
         passed = passed and result.passed
         click.echo(
             f"{name}: {result.groups:,} groups, {result.raw_spans:,} raw spans, {len(result.mismatches)} mismatch(es), "
@@ -319,16 +362,19 @@ def prices_load() -> None:
     from metrics_platform import clickhouse
     from metrics_platform.prices.load import load_prices
     from metrics_platform.prices.overrides import OverridesError
+    from metrics_platform.stack import topology
 
     settings = _settings()
-    try:
-        result = load_prices(clickhouse.client(settings.clickhouse), settings.price_overrides)
-    except OverridesError as exc:
-        raise click.ClickException(f"price overrides not loaded; the prices in force stay:\n{exc}") from exc
-    click.echo(
-        f"{result.entries:,} price entries for {result.models:,} models, {result.aliases:,} model names, "
-        f"{result.overrides} override(s) from {settings.price_overrides}"
-    )
+    # Every server prices its own ingest: a local cluster's shards each get the table.
+    for label, server in topology.servers(settings):
+        try:
+            result = load_prices(clickhouse.client(server.clickhouse), settings.price_overrides)
+        except OverridesError as exc:
+            raise click.ClickException(f"price overrides not loaded; the prices in force stay:\n{exc}") from exc
+        click.echo(
+            f"{f'{label}: ' if label else ''}{result.entries:,} price entries for {result.models:,} models, "
+            f"{result.aliases:,} model names, {result.overrides} override(s) from {settings.price_overrides}"
+        )
     for provider, model in result.seen_unpriced:
         click.echo(f"  seen without a price: {provider or '(no provider)'} {model}")
 
@@ -352,12 +398,14 @@ def prices_unpriced(hours: int) -> None:
 @click.option("--start", required=True, help="First day, YYYY-MM-DD (UTC).")
 @click.option("--end", required=True, help="Last day, YYYY-MM-DD (UTC), inclusive.")
 def prices_recompute(start: str, end: str) -> None:
-    """Reprice the LLM calls of [start, end] with the prices loaded now (reported cost is kept)."""
+    """Reprice the LLM calls of [start, end] with the prices loaded now (reported cost is kept); on a local
+    cluster, each shard reprices its own events."""
     import uuid
     from datetime import date
 
     from metrics_platform import clickhouse
     from metrics_platform.prices.recompute import recompute_cost
+    from metrics_platform.stack import topology
 
     try:
         first, last = date.fromisoformat(start), date.fromisoformat(end)
@@ -365,28 +413,54 @@ def prices_recompute(start: str, end: str) -> None:
         raise click.UsageError(f"--start/--end must be YYYY-MM-DD: {exc}") from exc
     if last < first:
         raise click.UsageError(f"--end {last} is before --start {first}")
-    days = recompute_cost(clickhouse.client(_settings().clickhouse), first, last, f"cli-{uuid.uuid4().hex[:12]}")
-    for d in days:
-        click.echo(
-            f"{d.day}: {d.after.llm_calls:,} LLM calls, cost {d.before.cost_usd:.6f} -> {d.after.cost_usd:.6f} USD "
-            f"(reported {d.after.reported_usd:.6f}), unpriced {d.before.unpriced:,} -> {d.after.unpriced:,}"
-        )
-    if not days:
-        click.echo(f"no LLM calls between {first} and {last}")
+    for label, server in topology.servers(_settings()):
+        days = recompute_cost(clickhouse.client(server.clickhouse), first, last, f"cli-{uuid.uuid4().hex[:12]}")
+        where = f"{label}: " if label else ""
+        for d in days:
+            click.echo(
+                f"{where}{d.day}: {d.after.llm_calls:,} LLM calls, cost {d.before.cost_usd:.6f} -> "
+                f"{d.after.cost_usd:.6f} USD (reported {d.after.reported_usd:.6f}), "
+                f"unpriced {d.before.unpriced:,} -> {d.after.unpriced:,}"
+            )
+        if not days:
+            click.echo(f"{where}no LLM calls between {first} and {last}")
 
 
 @main.command()
 def lag() -> None:
-    """Consumer lag of ClickHouse's Kafka consumer groups, per partition."""
+    """Consumer lag of ClickHouse's Kafka consumer groups, per partition (on a local cluster, with the broker
+    leading it and the shard consuming it, and totals per broker and per shard)."""
     from metrics_platform import kafka_lag
+    from metrics_platform.stack import topology
 
     settings = _settings()
+    shape = topology.active(settings)
+    if shape is not None:
+        _cluster_lag(topology.cluster_settings(settings, shape), shape)
+        return
     for group, topic in kafka_lag.clickhouse_groups(settings.kafka).items():
         for p in kafka_lag.group_lag(settings.kafka, group, topic):
             click.echo(
                 f"{group:<28} {topic}[{p.partition}] "
                 f"committed {p.committed:>10} end {p.high_watermark:>10} lag {p.lag:>8}"
             )
+
+
+def _cluster_lag(settings: Settings, shape: Topology) -> None:
+    from metrics_platform.cluster import lag_totals
+    from metrics_platform.stack import topology
+
+    rows = topology.consumer_lag(settings, shape)
+    for r in rows:
+        click.echo(
+            f"{r.group:<28} {r.topic}[{r.partition}] lag {r.lag:>8}  leader broker {r.leader_broker}  "
+            f"consumer {r.consumer or '(none: rebalancing)'}"
+        )
+    per_broker, per_consumer = lag_totals(rows)
+    click.echo("lag per leading broker: " + ", ".join(f"broker {b}: {n:,}" for b, n in sorted(per_broker.items())))
+    click.echo(
+        "lag per consumer:       " + ", ".join(f"{c or '(none)'}: {n:,}" for c, n in sorted(per_consumer.items()))
+    )
 
 
 @main.command()
@@ -396,7 +470,7 @@ def dashboard(names: tuple[str, ...], rows: int) -> None:
     """Answer the saved dashboard questions in sql/dashboards (all, or the NAMES given)."""
     from metrics_platform import clickhouse, dashboards
 
-    ch = clickhouse.client(_settings().clickhouse)
+    ch = clickhouse.reader(_settings())
     for name in names or tuple(dashboards.available()):
         try:
             answer = dashboards.run(ch, name)
@@ -416,7 +490,7 @@ def summary() -> None:
     from metrics_platform import clickhouse
 
     settings = _settings()
-    ch = clickhouse.client(settings.clickhouse)
+    ch = clickhouse.reader(settings)
     # Spans just sent may still be in the Collector's batch or Kafka: wait until the count settles.
     last, deadline = -1, time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -449,7 +523,7 @@ def summary() -> None:
     click.echo(
         "\nQuery it yourself as the read-only account:\n"
         f'  curl -u {settings.clickhouse.reader_user}:"$(cat {password_file})" '
-        f"'{settings.clickhouse.url}/?database={settings.clickhouse.database}' "
+        f"'{settings.clickhouse.url}/?database={clickhouse.read_database(settings)}' "
         "--data-binary 'SELECT kind, count() FROM agent_events GROUP BY kind'"
     )
     from metrics_platform.bi.spec import load_all

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import NamedTuple
 
+import requests
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -323,7 +324,19 @@ def _start_request(tracer: Tracer, dep: Deployment, rng: random.Random, now_ns: 
     return _Request(root, now_ns + int(delay_s * 1e9), time.monotonic() + delay_s, spans, failed, llm_calls)
 
 
-def _make_provider(dep: Deployment, traces_url: str) -> TracerProvider:
+def _session(certificate_file: str | None) -> requests.Session | None:
+    """A session that keeps the given CA bundle: requests lets REQUESTS_CA_BUNDLE (set on many machines)
+    override a session's own, so with a CA of its own the session ignores the environment."""
+    if not certificate_file:
+        return None
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def _make_provider(
+    dep: Deployment, traces_url: str, headers: dict[str, str] | None = None, certificate_file: str | None = None
+) -> TracerProvider:
     resource: Attrs = {"service.name": dep.service, "deployment.environment.name": dep.env}
     if dep.style == "seed":
         # The original design's client example puts these on the resource.
@@ -336,7 +349,12 @@ def _make_provider(dep: Deployment, traces_url: str) -> TracerProvider:
     # A large queue so bursts are buffered rather than silently dropped by the SDK.
     provider.add_span_processor(
         BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=traces_url),
+            OTLPSpanExporter(
+                endpoint=traces_url,
+                headers=headers,
+                certificate_file=certificate_file,
+                session=_session(certificate_file),
+            ),
             max_queue_size=65536,
             schedule_delay_millis=200,
             max_export_batch_size=2048,
@@ -346,7 +364,13 @@ def _make_provider(dep: Deployment, traces_url: str) -> TracerProvider:
 
 
 def run_demo(
-    endpoint: str, rate: float, duration_s: float, seed: int | None = None, progress: bool = True
+    endpoint: str,
+    rate: float,
+    duration_s: float,
+    seed: int | None = None,
+    progress: bool = True,
+    headers: dict[str, str] | None = None,
+    certificate_file: str | None = None,
 ) -> DemoStats:
     """Send `rate` synthetic agent requests per second for `duration_s` seconds to an OTLP/HTTP endpoint.
 
@@ -354,13 +378,15 @@ def run_demo(
     load-tested without real agents. `endpoint` is the OTLP/HTTP base URL, e.g. "http://127.0.0.1:4318".
     With `seed`, the traffic content is reproducible; trace/span ids and timestamps are not, so that
     repeated runs never collide in storage. Returns counts to compare with what the pipeline stored.
+    `headers` go with every export (the bearer token: stack/network.otlp_headers); `certificate_file` is the CA
+    bundle that verifies an https endpoint (None: the system's).
     """
     if rate <= 0 or duration_s <= 0:
         raise ValueError("rate and duration_s must be positive")
     rng = random.Random(seed)
     total = max(1, round(rate * duration_s))
     traces_url = f"{endpoint.rstrip('/')}/v1/traces"
-    providers = [_make_provider(dep, traces_url) for dep in DEPLOYMENTS]
+    providers = [_make_provider(dep, traces_url, headers, certificate_file) for dep in DEPLOYMENTS]
     targets = [(p.get_tracer("metrics_platform.demo"), dep) for p, dep in zip(providers, DEPLOYMENTS, strict=True)]
     cum_weights = list(accumulate(dep.weight for dep in DEPLOYMENTS))
     pending: list[_Request] = []

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
+from metrics_platform.cluster import statement_transform
 from metrics_platform.paths import SQL_DIR
 from metrics_platform.settings import Settings
 
@@ -186,15 +187,23 @@ def migrate(
     settings: Settings,
     migrations: list[Migration] | None = None,
     on_statement: Callable[[Migration, int, int], None] | None = None,
+    transform: Callable[[str], str] | None = None,
 ) -> list[Migration]:
     """Apply every pending migration in order and record it; returns those applied now.
 
-    ``on_statement(migration, index, total)`` reports progress after each statement.
+    ``on_statement(migration, index, total)`` reports progress after each statement. ``transform`` rewrites
+    each rendered statement before it runs; by default the settings choose it (``cluster.statement_transform``:
+    the replicated variant for real clusters, none for a single node). The ledger keeps the template's
+    checksum, so one migration set serves every variant.
     """
+    if transform is None:
+        transform = statement_transform(settings.cluster.replicated, settings.cluster.on_cluster, settings.cluster.name)
     values = template_values(settings)
     pending = [s.migration for s in status(ch, migrations) if not s.applied]
     for m in pending:
         statements = split_statements(render(m, values))
+        if transform is not None:
+            statements = [transform(statement) for statement in statements]
         for index, statement in enumerate(statements, start=1):
             try:
                 condition = guard(statement)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
 from metrics_platform.paths import PROJECT_ROOT
+from metrics_platform.stack.network import connect_host, host_port
 
 PREFIX = "METRICS_PLATFORM_"
 N = TypeVar("N", int, float)
@@ -67,6 +69,11 @@ class ClickHouseSettings:
     reader_password: str = field(default="", repr=False)
     # The reader's quota per hour on the embedded server (queries; errors are a tenth of it).
     reader_queries_per_hour: int = 5000
+    # Where the embedded server listens (METRICS_PLATFORM_CLICKHOUSE_LISTEN_HOST), and the CA bundle clients
+    # verify a TLS server with (METRICS_PLATFORM_CLICKHOUSE_CA_CERT; empty: the system's). The embedded engine
+    # cannot serve TLS itself (README, "Network and TLS"): put a TLS proxy in front of it or use a real server.
+    listen_host: str = "127.0.0.1"
+    ca_cert: str = ""
 
     @property
     def url(self) -> str:
@@ -105,6 +112,15 @@ class KafkaSettings:
     ssl_ca_location: str = ""
     ssl_certificate_location: str = ""
     ssl_key_location: str = ""
+    # The embedded broker's listen address (METRICS_PLATFORM_KAFKA_LISTEN_HOST) and the host it advertises to
+    # clients (METRICS_PLATFORM_KAFKA_ADVERTISED_HOST; default: the listen host, or this machine's name when it
+    # listens on every interface).
+    listen_host: str = "127.0.0.1"
+    advertised_host: str = "127.0.0.1"
+    # The embedded broker's own certificate and key (PEM) when it serves SSL or SASL_SSL
+    # (METRICS_PLATFORM_KAFKA_BROKER_TLS_CERT/_KEY); clients verify it with ssl_ca_location.
+    broker_tls_cert: str = ""
+    broker_tls_key: str = ""
 
     @property
     def sasl(self) -> bool:
@@ -151,10 +167,21 @@ class CollectorSettings:
     # The PII policy file, and whether prompt/completion content is kept (redacted) instead of dropped.
     pii_policy: Path = PROJECT_ROOT / "deploy" / "otelcol" / "pii-policy.toml"
     pii_keep_content: bool = False
+    # The OTLP receivers' address (METRICS_PLATFORM_COLLECTOR_LISTEN_HOST; health and metrics stay on loopback),
+    # their TLS certificate and key (METRICS_PLATFORM_OTLP_TLS_CERT/_KEY, both or neither), the CA the
+    # platform's own senders verify them with (_OTLP_TLS_CA), and bearer-token authentication
+    # (_OTLP_AUTH; token file _OTLP_TOKEN_FILE, else generated into the state directory: stack/network.py).
+    listen_host: str = "127.0.0.1"
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    auth: bool = False
+    token_file: str = ""
 
     @property
     def otlp_http_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.otlp_http_port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{host_port(connect_host(self.listen_host), self.otlp_http_port)}"
 
 
 @dataclass(frozen=True)
@@ -190,10 +217,12 @@ class SupersetSettings:
     embed_origins: tuple[str, ...]
     # The demo customer portal (metrics-platform dashboards portal), whose origin may always frame them.
     portal_port: int
+    # Where Superset's web server listens (METRICS_PLATFORM_SUPERSET_LISTEN_HOST).
+    listen_host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{host_port(connect_host(self.listen_host), self.port)}"
 
     @property
     def frame_origins(self) -> tuple[str, ...]:
@@ -219,6 +248,23 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """The cluster layer (metrics_platform/cluster.py): names, and the ports of a local cluster's extra servers."""
+
+    # The ClickHouse cluster name (remote_servers, Distributed tables, ON CLUSTER).
+    name: str = "metrics"
+    # Where readers (Superset, Dagster checks, the CLI, dashboard SQL) find the Distributed tables on a
+    # cluster; empty: the platform's database (single node).
+    read_database: str = ""
+    # Brokers 2.. of a local cluster listen from here, ClickHouse shards 2.. from here + 100.
+    port_base: int = 11000
+    # Real ClickHouse clusters: migrations render Replicated*MergeTree engines (METRICS_PLATFORM_CLICKHOUSE_REPLICATED)
+    # and DDL ON CLUSTER <name> (METRICS_PLATFORM_CLICKHOUSE_ON_CLUSTER; off inside a Replicated database).
+    replicated: bool = False
+    on_cluster: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable about one platform instance."""
 
@@ -239,6 +285,9 @@ class Settings:
     # Local model prices on top of the genai-prices dataset (metrics_platform/prices/overrides.py).
     price_overrides: Path
     superset: SupersetSettings
+    # Where the Dagster webserver listens (METRICS_PLATFORM_DAGSTER_LISTEN_HOST).
+    dagster_listen_host: str = "127.0.0.1"
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -260,6 +309,7 @@ class Settings:
                 queue_fsync=_env_bool("COLLECTOR_QUEUE_FSYNC", True),
                 pii_policy=Path(_env("PII_POLICY", str(CollectorSettings.pii_policy))).resolve(),
                 pii_keep_content=_env_bool("PII_KEEP_CONTENT", False),
+                **_otlp_network_from_env(),
             ),
             retention_days=_env_number("RETENTION_DAYS", 90),
             # One consumer per topic suits a 2-core node; raise it up to the partition count.
@@ -302,6 +352,15 @@ class Settings:
                 clickhouse_password=_env("SUPERSET_CLICKHOUSE_PASSWORD", clickhouse.reader_password),
                 embed_origins=tuple(o.strip() for o in _env("SUPERSET_EMBED_ORIGINS", "").split(",") if o.strip()),
                 portal_port=_env_number("SUPERSET_PORTAL_PORT", 8089),
+                listen_host=_env("SUPERSET_LISTEN_HOST", "127.0.0.1"),
+            ),
+            dagster_listen_host=_env("DAGSTER_LISTEN_HOST", "127.0.0.1"),
+            cluster=ClusterSettings(
+                name=_env("CLUSTER_NAME", "metrics"),
+                read_database=_env("CLICKHOUSE_READ_DATABASE", ""),
+                port_base=_env_number("CLUSTER_PORT_BASE", 11000),
+                replicated=_env_bool("CLICKHOUSE_REPLICATED", False),
+                on_cluster=_env_bool("CLICKHOUSE_ON_CLUSTER", False),
             ),
         )
         ingest = settings.ingest
@@ -375,6 +434,7 @@ def _clickhouse_from_env(state_dir: Path) -> ClickHouseSettings:
         "reader_password": _env("CLICKHOUSE_READER_PASSWORD", ""),
         "reader_queries_per_hour": _env_number("CLICKHOUSE_READER_QUERIES_PER_HOUR", 5000),
     }
+    network = {"listen_host": _env("CLICKHOUSE_LISTEN_HOST", "127.0.0.1"), "ca_cert": _env("CLICKHOUSE_CA_CERT", "")}
     url = os.environ.get("CLICKHOUSE_URL", "")
     if url:
         parsed = urlparse(url)
@@ -391,6 +451,7 @@ def _clickhouse_from_env(state_dir: Path) -> ClickHouseSettings:
             secure=secure,
             embedded=False,
             **reader,
+            **network,
         )
     host = os.environ.get("CLICKHOUSE_HOST", "")
     if host:
@@ -406,7 +467,7 @@ def _clickhouse_from_env(state_dir: Path) -> ClickHouseSettings:
             state_dir, "clickhouse_reader_password"
         )
     return ClickHouseSettings(
-        host=host or "127.0.0.1",
+        host=host or connect_host(network["listen_host"]),
         http_port=int(os.environ.get("CLICKHOUSE_PORT", "") or _env_number("CLICKHOUSE_HTTP_PORT", 8123)),
         tcp_port=_env_number("CLICKHOUSE_TCP_PORT", 9000),
         user=user,
@@ -416,6 +477,7 @@ def _clickhouse_from_env(state_dir: Path) -> ClickHouseSettings:
         secure=os.environ.get("CLICKHOUSE_SECURE", "") in ("1", "true"),
         embedded=not host,
         **reader,
+        **network,
     )
 
 
@@ -426,7 +488,8 @@ _SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 def _kafka_from_env(state_dir: Path) -> KafkaSettings:
     external = os.environ.get(PREFIX + "KAFKA_BOOTSTRAP_SERVERS", "")
     port = _env_number("KAFKA_PORT", 9092)
-    bootstrap = external or f"127.0.0.1:{port}"
+    listen_host = _env("KAFKA_LISTEN_HOST", "127.0.0.1")
+    bootstrap = external or host_port(connect_host(listen_host), port)
     props = {
         key[len(PREFIX + "KAFKA_PROP_") :].lower().replace("_", "."): value
         for key, value in os.environ.items()
@@ -435,10 +498,13 @@ def _kafka_from_env(state_dir: Path) -> KafkaSettings:
     protocol = _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").strip().upper()
     if protocol not in _KAFKA_PROTOCOLS:
         raise ValueError(f"{PREFIX}KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of {', '.join(_KAFKA_PROTOCOLS)}")
-    if not external and protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
+    broker_cert, broker_key = _env("KAFKA_BROKER_TLS_CERT", ""), _env("KAFKA_BROKER_TLS_KEY", "")
+    ca = _env("KAFKA_SSL_CA_LOCATION", "")
+    if not external and protocol not in ("PLAINTEXT", "SASL_PLAINTEXT") and not (broker_cert and broker_key and ca):
         raise ValueError(
-            f"{PREFIX}KAFKA_SECURITY_PROTOCOL={protocol}: the embedded broker serves PLAINTEXT or SASL_PLAINTEXT on "
-            f"loopback; TLS needs an external cluster ({PREFIX}KAFKA_BOOTSTRAP_SERVERS)"
+            f"{PREFIX}KAFKA_SECURITY_PROTOCOL={protocol}: the embedded broker serves PLAINTEXT or SASL_PLAINTEXT, or "
+            f"TLS with its certificate and key ({PREFIX}KAFKA_BROKER_TLS_CERT, _KEY) and the CA that signed it "
+            f"({PREFIX}KAFKA_SSL_CA_LOCATION); or use an external cluster ({PREFIX}KAFKA_BOOTSTRAP_SERVERS)"
         )
     mechanism = _env("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512").strip().upper()
     if mechanism not in _SASL_MECHANISMS:
@@ -465,7 +531,29 @@ def _kafka_from_env(state_dir: Path) -> KafkaSettings:
         sasl_mechanism=mechanism,
         sasl_username=_env("KAFKA_SASL_USERNAME", "metrics_platform"),
         sasl_password=password,
-        ssl_ca_location=_env("KAFKA_SSL_CA_LOCATION", ""),
+        ssl_ca_location=ca,
         ssl_certificate_location=_env("KAFKA_SSL_CERTIFICATE_LOCATION", ""),
         ssl_key_location=_env("KAFKA_SSL_KEY_LOCATION", ""),
+        broker_tls_cert=broker_cert,
+        broker_tls_key=broker_key,
+        listen_host=listen_host,
+        # On every interface the broker must name itself to clients: loopback would send them to themselves.
+        advertised_host=_env(
+            "KAFKA_ADVERTISED_HOST", socket.getfqdn() if listen_host in ("0.0.0.0", "::") else listen_host
+        ),
     )
+
+
+def _otlp_network_from_env() -> dict[str, object]:
+    """The OTLP receivers' address, TLS and authentication settings (CollectorSettings fields)."""
+    cert, key = _env("OTLP_TLS_CERT", ""), _env("OTLP_TLS_KEY", "")
+    if bool(cert) != bool(key):
+        raise ValueError(f"{PREFIX}OTLP_TLS_CERT and {PREFIX}OTLP_TLS_KEY must be set together (got only one)")
+    return {
+        "listen_host": _env("COLLECTOR_LISTEN_HOST", "127.0.0.1"),
+        "tls_cert": str(Path(cert).resolve()) if cert else "",
+        "tls_key": str(Path(key).resolve()) if key else "",
+        "tls_ca": _env("OTLP_TLS_CA", ""),
+        "auth": _env_bool("OTLP_AUTH", False),
+        "token_file": _env("OTLP_TOKEN_FILE", ""),
+    }

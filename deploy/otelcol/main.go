@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/kafkaexporter"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/bearertokenauthextension"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/healthcheckextension"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/storage/filestorage"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/attributesprocessor"
@@ -82,6 +83,9 @@ func components() (otelcol.Factories, error) {
 		// Persists the kafka exporter's sending queue, so spans accepted while Kafka is
 		// unreachable survive a Collector restart.
 		filestorage.NewFactory(),
+		// Optional bearer-token authentication on the OTLP receivers (the launcher adds it to
+		// the config only when METRICS_PLATFORM_OTLP_AUTH is on).
+		bearertokenauthextension.NewFactory(),
 	); err != nil {
 		return f, err
 	}

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from metrics_platform import clickhouse
 from metrics_platform.bi import charts
 from metrics_platform.bi.client import SupersetClient, SupersetError
 from metrics_platform.bi.spec import NAMESPACE, Dashboard, load_all
@@ -67,9 +68,10 @@ def connect(settings: Settings) -> SupersetClient:
 
 
 def sqlalchemy_uri(settings: Settings) -> str:
-    """``clickhousedb://`` URI of the platform's ClickHouse, as the read-only user."""
+    """``clickhousedb://`` URI of the platform's ClickHouse, as the read-only user, on the readers' database
+    (a cluster's Distributed tables: clickhouse.read_database)."""
     user, password = superset.clickhouse_credentials(settings)
-    ch = settings.clickhouse
+    ch = clickhouse.reader_settings(settings)
     uri = f"clickhousedb://{quote(user, safe='')}:{quote(password, safe='')}@{ch.host}:{ch.http_port}/{ch.database}"
     return uri + ("?secure=true" if ch.secure else "")
 
@@ -253,7 +255,7 @@ def provision(
     database_id = ensure_database(client, settings)
     ensure_guest_role(client)
     results = []
-    schema, origins = settings.clickhouse.database, settings.superset.frame_origins
+    schema, origins = clickhouse.read_database(settings), settings.superset.frame_origins
     for dashboard in load_all() if dashboards is None else dashboards:
         result = provision_dashboard(client, database_id, schema, dashboard, settings.superset.url, origins)
         changes = [

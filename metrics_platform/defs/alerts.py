@@ -153,7 +153,7 @@ def _as_result(rule: Rule, keys: list[tuple[str, str, float, float, str]]) -> dg
 def _evaluate_all(
     rules: tuple[Rule, ...], settings: Settings, clickhouse: ClickHouseResource, log: dg.DagsterLogManager
 ) -> tuple[dict[str, list[evaluate.Evaluation] | None], list[str]]:
-    ch = clickhouse.get_client()
+    ch = clickhouse.get_reader()
     results: dict[str, list[evaluate.Evaluation] | None] = {}
     problems = []
     for rule in rules:

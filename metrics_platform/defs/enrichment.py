@@ -238,7 +238,7 @@ def cost_attributed_to_accounts(config: CostShareConfig, clickhouse: ClickHouseR
     `max_unassigned_share` (default 10 %) of the cost over the window (default the last 3 days).
     """
     days = config.day_list()
-    total, unassigned = unassigned_cost(clickhouse.get_client(), days[0], days[-1])
+    total, unassigned = unassigned_cost(clickhouse.get_reader(), days[0], days[-1])
     share = float(unassigned / total) if total else 0.0
     return dg.AssetCheckResult(
         passed=share <= config.max_unassigned_share,

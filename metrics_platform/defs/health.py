@@ -60,7 +60,7 @@ def streams_up_to_date(
     """Each streamed table keeps up: Kafka consumers not behind, no span waiting far past the attribution
     delay (the pipeline_health_sensor reports the same verdicts every minute)."""
     settings = platform.get()
-    health = pipeline_health.clickhouse_health(clickhouse.get_client())
+    health = pipeline_health.clickhouse_health(clickhouse.get_reader())
     lags = pipeline_health.consumer_lags(settings.kafka)
     for name, (ok, why) in _stream_verdicts(settings, health, lags).items():
         key = dg.AssetCheckKey(dg.AssetKey(name), "up_to_date")
@@ -94,7 +94,7 @@ def build_pipeline_health_sensor(minimum_interval_seconds: int = 60) -> dg.Senso
         except (OSError, RuntimeError) as exc:
             metadata["collector_error"] = str(exc)[:300]
         try:
-            metadata |= pipeline_health.clickhouse_health(clickhouse.get_client())
+            metadata |= pipeline_health.clickhouse_health(clickhouse.get_reader())
         except Exception as exc:  # clickhouse-connect raises several types; all mean "unreachable"
             metadata["clickhouse_error"] = str(exc)[:300]
         metadata |= pipeline_health.component_restarts(Supervisor(settings.run_dir, settings.log_dir))

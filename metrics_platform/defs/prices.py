@@ -29,14 +29,16 @@ def model_prices(context: dg.AssetExecutionContext, platform: PlatformSettings, 
     plus every model name seen in agent_events that genai-prices resolves, into
     `model_price_aliases`; both dictionaries are reloaded, so new spans are priced with it at once.
     An invalid overrides file fails the run (every problem with its line) and leaves the prices in
-    force untouched. Past days keep their cost until `cost_recompute` runs for them.
+    force untouched. Past days keep their cost until `cost_recompute` runs for them. On a local cluster
+    every shard gets the table (each prices its own ingest); the metadata is the last shard's.
     """
     settings = platform.get()
-    result = load.load_prices(clickhouse.get_client(), settings.price_overrides)
-    context.log.info(
-        f"loaded {result.entries:,} price entries for {result.models:,} models, {result.aliases:,} names, "
-        f"{result.overrides} override(s)"
-    )
+    for label, ch in clickhouse.get_server_clients():
+        result = load.load_prices(ch, settings.price_overrides)
+        context.log.info(
+            f"{label or 'ClickHouse'}: loaded {result.entries:,} price entries for {result.models:,} models, "
+            f"{result.aliases:,} names, {result.overrides} override(s)"
+        )
     unpriced = "\n".join(f"| {p or '—'} | {m} |" for p, m in result.seen_unpriced[:MAX_ROWS_SHOWN])
     return dg.MaterializeResult(
         metadata={
@@ -102,11 +104,12 @@ def cost_recompute(context: dg.AssetExecutionContext, clickhouse: ClickHouseReso
     Computed cost (`cost_computed_usd`, and `cost_usd` where the span reported none) is recomputed
     in raw events; the rollups are projections of the same parts, so they change with them.
     Reported cost is never touched. Idempotent; one `cost_recompute_audit` row per day with the
-    totals before and after. Run it after a price change or an override for the days it affects.
+    totals before and after. Run it after a price change or an override for the days it affects. On a local
+    cluster every shard reprices its own events (one row per shard and day).
     """
     first, last = (date.fromisoformat(k) for k in (context.partition_key_range.start, context.partition_key_range.end))
     run_id = context.run.run_id if context.run else uuid.uuid4().hex
-    days = recompute.recompute_cost(clickhouse.get_client(), first, last, run_id)
+    days = [d for _, ch in clickhouse.get_server_clients() for d in recompute.recompute_cost(ch, first, last, run_id)]
     lines = "\n".join(
         f"| {d.day} | {d.after.llm_calls:,} | {d.before.cost_usd:.6f} | {d.after.cost_usd:.6f} | "
         f"{d.after.reported_usd:.6f} | {d.before.unpriced:,} | {d.after.unpriced:,} |"

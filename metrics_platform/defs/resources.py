@@ -26,6 +26,17 @@ class ClickHouseResource(dg.ConfigurableResource):
     def get_client(self) -> Client:
         return clickhouse.client(Settings.from_env().clickhouse)
 
+    def get_reader(self) -> Client:
+        """A client of the readers' database: on a cluster, the Distributed tables over every shard."""
+        return clickhouse.reader(Settings.from_env())
+
+    def get_server_clients(self) -> list[tuple[str, Client]]:
+        """(label, client) of each server that per-server writes go to: every shard of the local cluster set
+        up in this state directory ("shard <n>"), else the configured server alone (label "")."""
+        from metrics_platform.stack import topology
+
+        return [(label, clickhouse.client(s.clickhouse)) for label, s in topology.servers(Settings.from_env())]
+
 
 class KafkaResource(dg.ConfigurableResource):
     """Kafka clients; SASL/TLS properties come from METRICS_PLATFORM_KAFKA_PROP_* variables."""

@@ -27,11 +27,17 @@ def _migration_asset(migration: migrations.Migration, previous: dg.AssetKey | No
     def apply(
         context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, platform: PlatformSettings
     ) -> dg.MaterializeResult:
-        ch = clickhouse.get_client()
         upto = [m for m in migrations.discover() if m.version <= migration.version]
-        applied = migrations.migrate(ch, platform.get(), upto)
-        for m in applied:
-            context.log.info(f"applied {m.path.name}")
+        applied: list[migrations.Migration] = []
+        # Every server keeps its own schema and ledger: on a local cluster, each shard, then its read layer.
+        for label, ch in clickhouse.get_server_clients():
+            applied = migrations.migrate(ch, platform.get(), upto)
+            for m in applied:
+                context.log.info(f"{label or 'ClickHouse'}: applied {m.path.name}")
+            if label:
+                from metrics_platform.stack import topology
+
+                topology.ensure_read_layer(ch, platform.get())  # Distributed tables over tables it added
         versions = [f"{s.migration.version:04d}" for s in migrations.status(ch) if s.applied]
         return dg.MaterializeResult(
             metadata={

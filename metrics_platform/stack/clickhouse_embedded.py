@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from metrics_platform.settings import Settings
+from metrics_platform.stack import network
 from metrics_platform.stack.process import Daemon, http_get, require_free_ports, wait_until
 
 
@@ -27,6 +28,9 @@ def start(settings: Settings, timeout_s: float = 60.0) -> None:
         return
     ch = settings.clickhouse
     require_free_ports("ClickHouse", {"HTTP": ch.http_port, "native": ch.tcp_port})
+    # The embedded engine serves no TLS (SYSTEM START LISTEN HTTPS is refused: README, "Network and TLS").
+    in_clear = "no TLS: queries, results and passwords travel in clear; accounts with passwords"
+    network.warn_if_exposed("ClickHouse", ch.listen_host, {"HTTP": ch.http_port, "native": ch.tcp_port}, in_clear)
     home = settings.state_dir / "clickhouse"
     server.start(
         [

@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
-from metrics_platform.stack import clickhouse_users
+from metrics_platform.stack import clickhouse_users, network
 
 if TYPE_CHECKING:
     from metrics_platform.settings import ClickHouseSettings, KafkaSettings, Settings
@@ -50,24 +50,35 @@ def render_config(
     listen_host: str = "127.0.0.1",
     users_file: Path | None = None,
     kafka: Mapping[str, str] | None = None,
+    extra: str = "",
 ) -> str:
     """The server's config.xml: loopback only, accounts from ``users_file`` (clickhouse_users.py).
+
+    ``extra`` is more configuration (a local cluster's ``remote_servers`` and ``macros``, cluster.py).
 
     ``kafka`` holds librdkafka properties (``security.protocol``, ``sasl.username``, ...) for the Kafka
     engine, written into the ``<kafka>`` section the way ClickHouse takes them (dots as underscores).
     """
     users = f"\n    <users_config>{escape(str(users_file))}</users_config>" if users_file else ""
     return f"""<clickhouse>{users}{clickhouse_users.access_control_xml()}
-    <listen_host>{escape(listen_host)}</listen_host>
+    {_listen_hosts_xml(listen_host)}
     <http_port>{http_port}</http_port>
     <tcp_port>{tcp_port}</tcp_port>{_system_logs_xml()}
     <kafka>
         <!-- A consumer that died without leaving its group holds its partitions this long. -->
         <session_timeout_ms>10000</session_timeout_ms>
         <heartbeat_interval_ms>3000</heartbeat_interval_ms>{_kafka_properties(kafka or {})}
-    </kafka>
+    </kafka>{extra}
 </clickhouse>
 """
+
+
+def _listen_hosts_xml(listen_host: str) -> str:
+    """``<listen_host>`` elements: the configured address, plus loopback when that is one other interface (the
+    server's own helpers and the platform's local processes dial 127.0.0.1; a wildcard already covers it)."""
+    alone = listen_host in network.WILDCARDS or network.is_loopback(listen_host)
+    hosts = [listen_host] if alone else ["127.0.0.1", listen_host]
+    return "\n    ".join(f"<listen_host>{escape(host)}</listen_host>" for host in hosts)
 
 
 def engine_kafka_properties(kafka: KafkaSettings) -> dict[str, str]:
@@ -91,10 +102,12 @@ def _system_logs_xml() -> str:
     asynchronous_metric_log, text_log, processors_profile_log, ...) exist only when the configuration
     declares them; none is declared, so the embedded server writes none (a real ClickHouse server's
     operator sets them up with TTLs). The asynchronous metrics (system.asynchronous_metrics: memory,
-    table and part counts) are recomputed every minute instead of every second.
+    table and part counts) are recomputed every minute instead of every second. The memory worker, which
+    reconciles the server's memory tracker with the allocator's figures, wakes every second, not 10 times.
     """
     return """
-    <asynchronous_metrics_update_period_s>60</asynchronous_metrics_update_period_s>"""
+    <asynchronous_metrics_update_period_s>60</asynchronous_metrics_update_period_s>
+    <memory_worker_period_ms>1000</memory_worker_period_ms>"""
 
 
 def _kafka_properties(properties: Mapping[str, str]) -> str:
@@ -240,8 +253,20 @@ def _after_listening(http_port: int, settings: Settings, engine_queries: int) ->
         print(f"could not give the platform's account the objects of the engine's: {exc}", flush=True)
 
 
-def serve(data_dir: Path, run_dir: Path, http_port: int, tcp_port: int, settings: Settings) -> int:
-    """Serve until SIGTERM or SIGINT, then stop the engine cleanly; returns an exit code."""
+def serve(
+    data_dir: Path,
+    run_dir: Path,
+    http_port: int,
+    tcp_port: int,
+    settings: Settings,
+    cluster_xml: str = "",
+    read_database: str = "",
+) -> int:
+    """Serve until SIGTERM or SIGINT, then stop the engine cleanly; returns an exit code.
+
+    In a local cluster, ``cluster_xml`` joins the server to it and ``read_database`` (the Distributed
+    tables) is granted to the platform's accounts (cluster.py).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
     database = settings.clickhouse.database
@@ -253,8 +278,12 @@ def serve(data_dir: Path, run_dir: Path, http_port: int, tcp_port: int, settings
     statements = _engine_statements(database)
     users_file = run_dir / "users.xml"
     # Both files hold secrets (password hashes, Kafka credentials): owner only.
-    clickhouse_users.write_private(users_file, clickhouse_users.render_users(settings.clickhouse, len(statements)))
-    config = render_config(http_port, tcp_port, users_file=users_file, kafka=engine_kafka_properties(settings.kafka))
+    extra = (read_database,) if read_database else ()
+    users = clickhouse_users.render_users(settings.clickhouse, len(statements), extra_databases=extra)
+    clickhouse_users.write_private(users_file, users)
+    kafka = engine_kafka_properties(settings.kafka)
+    listen = settings.clickhouse.listen_host
+    config = render_config(http_port, tcp_port, listen, users_file=users_file, kafka=kafka, extra=cluster_xml)
     clickhouse_users.write_private(run_dir / "config.xml", config)
     # Block the stop signals before any engine thread exists, so every thread inherits the mask
     # and the main thread alone receives them through sigwait: the engine call blocks in C,
@@ -305,12 +334,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, required=True, help="holds config.xml (the working dir)")
     parser.add_argument("--http-port", type=int, default=8123)
     parser.add_argument("--tcp-port", type=int, default=9000)
+    parser.add_argument("--cluster-xml", type=Path, help="config fragment joining a local cluster (cluster.py)")
+    parser.add_argument("--read-database", default="", help="the cluster's read database, granted to the accounts")
     args = parser.parse_args(argv)
     # Accounts and Kafka credentials come from the same environment as the parent's settings.
     from metrics_platform.settings import Settings
 
     settings = Settings.from_env()
-    return serve(args.data_dir.resolve(), args.run_dir.resolve(), args.http_port, args.tcp_port, settings)
+    cluster_xml = args.cluster_xml.read_text() if args.cluster_xml else ""
+    return serve(
+        args.data_dir.resolve(),
+        args.run_dir.resolve(),
+        args.http_port,
+        args.tcp_port,
+        settings,
+        cluster_xml=cluster_xml,
+        read_database=args.read_database,
+    )
 
 
 if __name__ == "__main__":

@@ -80,11 +80,15 @@ def tables_in_engine_database(data_dir: Path) -> bool:
     return (data_dir / "metadata" / ENGINE_DATABASE / "schema_migrations.sql").exists()
 
 
-def writer_grants(database: str) -> list[str]:
-    """What the platform's own account may do on the embedded server."""
+def writer_grants(database: str, extra_databases: tuple[str, ...] = ()) -> list[str]:
+    """What the platform's own account may do on the embedded server; ``extra_databases`` (a local cluster's
+    read database) are its own too, and it may create the Distributed tables there."""
     db = _name("database", database)
+    extra = [f"GRANT ALL ON `{_name('database', name)}`.*" for name in extra_databases]
     return [
         f"GRANT ALL ON `{db}`.*",
+        *extra,
+        *(["GRANT TABLE ENGINE ON Distributed"] if extra_databases else []),
         *_file_access(database),
         # SQL functions are server-wide objects: the migrations define mp_* functions.
         "GRANT CREATE FUNCTION, DROP FUNCTION ON *.*",
@@ -98,9 +102,10 @@ def writer_grants(database: str) -> list[str]:
     ]
 
 
-def reader_grants(database: str) -> list[str]:
-    """What dashboards and analysts may do: read the platform's database."""
-    return [f"GRANT SELECT ON `{_name('database', database)}`.*", *_file_access(database)]
+def reader_grants(database: str, extra_databases: tuple[str, ...] = ()) -> list[str]:
+    """What dashboards and analysts may do: read the platform's database (and ``extra_databases``)."""
+    extra = [f"GRANT SELECT ON `{_name('database', name)}`.*" for name in extra_databases]
+    return [f"GRANT SELECT ON `{_name('database', database)}`.*", *extra, *_file_access(database)]
 
 
 def engine_grants(database: str) -> list[str]:
@@ -119,8 +124,9 @@ def _interval(duration_s: int, **limits: int) -> str:
     return f"<interval><duration>{duration_s}</duration>{body}</interval>"
 
 
-def render_users(settings: ClickHouseSettings, engine_queries: int) -> str:
-    """The users file of the embedded server.
+def render_users(settings: ClickHouseSettings, engine_queries: int, extra_databases: tuple[str, ...] = ()) -> str:
+    """The users file of the embedded server; ``extra_databases`` (a local cluster's read database) are granted
+    to the writer (everything) and the reader (SELECT) next to the platform's database.
 
     ``engine_queries`` is how many statements the engine's own session runs; its ``default`` account gets
     that many queries for its lifetime, and the server spends what the session leaves (it does not always
@@ -136,6 +142,9 @@ def render_users(settings: ClickHouseSettings, engine_queries: int) -> str:
         raise ValueError("the embedded ClickHouse's writer and reader need passwords (settings generate them)")
     # A client that names no database lands in the platform's, not in the engine's (see ENGINE_DATABASE).
     database = _name("database", settings.database)
+    # Over a read database of Distributed tables, an IN/JOIN subquery over another Distributed table (users
+    # mapped to accounts) is refused by default; GLOBAL runs it once and ships the result to every shard.
+    distributed = "<distributed_product_mode>global</distributed_product_mode>" if extra_databases else ""
     queries = settings.reader_queries_per_hour
     reader_quota = _interval(
         3600,
@@ -155,8 +164,8 @@ def render_users(settings: ClickHouseSettings, engine_queries: int) -> str:
             <max_memory_usage>100000000</max_memory_usage>
             <constraints><max_memory_usage><readonly/></max_memory_usage></constraints>
         </engine_session>
-        <{writer}/>
-        <{reader}>
+        <{writer}>{distributed}</{writer}>
+        <{reader}>{distributed}
             <readonly>1</readonly>
             <max_execution_time>60</max_execution_time>
             <max_result_rows>1000000</max_result_rows>
@@ -183,7 +192,7 @@ def render_users(settings: ClickHouseSettings, engine_queries: int) -> str:
             <profile>{writer}</profile>
             <quota>{writer}</quota>
             <default_database>{database}</default_database>
-            <grants>{_grants_xml(writer_grants(settings.database))}</grants>
+            <grants>{_grants_xml(writer_grants(settings.database, extra_databases))}</grants>
         </{writer}>
         <{reader}>
             <password_sha256_hex>{password_sha256(settings.reader_password)}</password_sha256_hex>
@@ -191,7 +200,7 @@ def render_users(settings: ClickHouseSettings, engine_queries: int) -> str:
             <profile>{reader}</profile>
             <quota>{reader}</quota>
             <default_database>{database}</default_database>
-            <grants>{_grants_xml(reader_grants(settings.database))}</grants>
+            <grants>{_grants_xml(reader_grants(settings.database, extra_databases))}</grants>
         </{reader}>
     </users>
 </clickhouse>

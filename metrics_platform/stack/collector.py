@@ -17,7 +17,7 @@ from pathlib import Path
 
 from metrics_platform.paths import DEPLOY_DIR
 from metrics_platform.settings import Settings
-from metrics_platform.stack import pii_policy
+from metrics_platform.stack import network, pii_policy
 from metrics_platform.stack.process import Daemon, StackError, http_get, require_free_ports, wait_until
 
 SOURCE_DIR = DEPLOY_DIR / "otelcol"
@@ -129,7 +129,52 @@ def environment(settings: Settings) -> dict[str, str]:
         "METRICS_PLATFORM_COLLECTOR_BATCH_MAX_BYTES": str(batch_max_bytes(settings)),
         "METRICS_PLATFORM_COLLECTOR_MAX_RECORD_BYTES": str(max_record_bytes(settings)),
         **kafka_security_environment(settings),
+        **otlp_network_environment(settings),
     }
+
+
+def otlp_network_environment(settings: Settings) -> dict[str, str]:
+    """The OTLP receivers' listen address as config.yaml reads it (containers' listen overlay: the same name)."""
+    # An empty host means every interface; the config's ${env:...:-127.0.0.1} would read it as unset.
+    return {"METRICS_PLATFORM_COLLECTOR_LISTEN_HOST": network.address(settings.collector.listen_host or "0.0.0.0")}
+
+
+def render_network_config(settings: Settings) -> dict | None:
+    """The receivers' ``tls`` and ``auth`` blocks and the bearertokenauth extension, merged over config.yaml
+    as a further ``--config``; None when both are off (a ``tls`` key, even null, would switch TLS on)."""
+    c = settings.collector
+    if not c.tls_cert and not c.auth:
+        return None
+    protocol: dict[str, object] = {}
+    if c.tls_cert:
+        protocol["tls"] = {"cert_file": c.tls_cert, "key_file": c.tls_key}
+    config: dict[str, object] = {"receivers": {"otlp": {"protocols": {"grpc": protocol, "http": protocol}}}}
+    if c.auth:
+        protocol["auth"] = {"authenticator": "bearertokenauth"}
+        # The file is re-read when it changes: tokens rotate without a restart.
+        config["extensions"] = {"bearertokenauth": {"filename": str(network.otlp_token_file(settings))}}
+        # Lists are replaced, not merged: this repeats config.yaml's extensions.
+        config["service"] = {"extensions": ["health_check", "file_storage", "bearertokenauth"]}
+    return config
+
+
+def write_network_config(settings: Settings) -> Path | None:
+    """Write ``render_network_config`` to ``<state>/otelcol/otlp-network.json``; its path, or None."""
+    config = render_network_config(settings)
+    if config is None:
+        return None
+    out = settings.state_dir / "otelcol" / "otlp-network.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(config, indent=2) + "\n")
+    return out
+
+
+def otlp_protection(settings: Settings) -> str:
+    """What guards the OTLP receivers, for the exposure warning."""
+    c = settings.collector
+    tls = "TLS" if c.tls_cert else "no TLS: spans travel in clear"
+    auth = "bearer token required" if c.auth else "no authentication: anyone who reaches it can send spans"
+    return f"{tls}; {auth}"
 
 
 def kafka_security_environment(settings: Settings) -> dict[str, str]:
@@ -187,10 +232,18 @@ def start(settings: Settings, timeout_s: float = 60.0) -> None:
         },
     )
     check_size_limits(settings)
+    receivers = {"OTLP gRPC": c.otlp_grpc_port, "OTLP HTTP": c.otlp_http_port}
+    network.warn_if_exposed("the OpenTelemetry Collector", c.listen_host, receivers, otlp_protection(settings))
     env = {**os.environ, **environment(settings)}
     pii_config = render_pii_config(settings)
+    network_config = write_network_config(settings)
+    # The supervisor restarts a crashed Collector with these same files: a copy, so an edit to the
+    # checkout's config.yaml cannot go live at the next crash (only at the next `up`).
+    config = settings.state_dir / "otelcol" / "config.yaml"
+    shutil.copyfile(CONFIG, config)
+    configs = [config, pii_config, *([network_config] if network_config else [])]
     binary = build(settings)
-    collector.start([str(binary), "--config", str(CONFIG), "--config", str(pii_config)], env=env)
+    collector.start([str(binary), *(arg for path in configs for arg in ("--config", str(path)))], env=env)
     wait_until(lambda: healthy(settings), timeout_s, f"the Collector's health check on :{c.health_port}", collector)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from metrics_platform.paths import PROJECT_ROOT
 from metrics_platform.settings import Settings
+from metrics_platform.stack import network
 from metrics_platform.stack.process import Daemon, StackError, http_get, require_free_ports, wait_until
 
 LOCATION = "metrics_platform"
@@ -64,10 +65,15 @@ def _environment(settings: Settings) -> dict[str, str]:
     return {**os.environ, "DAGSTER_HOME": str(home), "MALLOC_ARENA_MAX": "2"}
 
 
+def ui_url(settings: Settings) -> str:
+    """The webserver's address as a process on this machine reaches it."""
+    return f"http://{network.host_port(network.connect_host(settings.dagster_listen_host), settings.dagster_port)}"
+
+
 def healthy(settings: Settings) -> bool:
     """The webserver answers."""
     try:
-        status, _ = http_get(f"http://127.0.0.1:{settings.dagster_port}/server_info", timeout_s=2.0)
+        status, _ = http_get(f"{ui_url(settings)}/server_info", timeout_s=2.0)
     except OSError:
         return False
     return status == 200
@@ -90,7 +96,7 @@ def code_server_healthy(settings: Settings) -> bool:
 def _graphql(settings: Settings, query: str) -> dict:
     """The webserver's answer to a GraphQL query ({} when it does not answer)."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{settings.dagster_port}/graphql",
+        f"{ui_url(settings)}/graphql",
         data=json.dumps({"query": query}).encode(),
         headers={"Content-Type": "application/json"},
     )
@@ -144,12 +150,19 @@ def migrate_storage(settings: Settings, env: dict[str, str]) -> None:
         )
 
 
+def webserver_argv(settings: Settings, bin_dir: Path, workspace: str) -> list[str]:
+    """The webserver's command line, on the configured listen address."""
+    host = ["-h", settings.dagster_listen_host, "-p", str(settings.dagster_port)]
+    return [str(bin_dir / "dagster-webserver"), "-w", workspace, *host]
+
+
 def start(settings: Settings, timeout_s: float = 120.0) -> None:
     """Start the code server, then the webserver and daemon on it (the storage migrated first)."""
     env = _environment(settings)
     bin_dir = Path(sys.executable).parent
     workspace = str(dagster_home(settings) / "workspace.yaml")
     code, ui, background = code_server(settings), webserver(settings), daemon(settings)
+    port = settings.dagster_port
     if ui.pid() is None:
         require_free_ports("the Dagster webserver", {"UI": settings.dagster_port})
     if ui.pid() is None and background.pid() is None:
@@ -164,8 +177,10 @@ def start(settings: Settings, timeout_s: float = 120.0) -> None:
     if background.pid() is None:
         background.start([str(bin_dir / "dagster-daemon"), "run", "-w", workspace], env=env, cwd=PROJECT_ROOT)
     if ui.pid() is None:
+        exposed = "no TLS and no login: anyone who reaches it can see the data and launch runs"
+        network.warn_if_exposed("The Dagster webserver", settings.dagster_listen_host, {"UI": port}, exposed)
         ui.start(
-            [str(bin_dir / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(settings.dagster_port)],
+            webserver_argv(settings, bin_dir, workspace),
             env=env,
             cwd=PROJECT_ROOT,
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from metrics_platform.paths import DEPLOY_DIR
 from metrics_platform.settings import Settings
+from metrics_platform.stack import network
 from metrics_platform.stack.clickhouse_users import write_private
 from metrics_platform.stack.process import Daemon, StackError, port_in_use, require_free_ports, wait_until
 
@@ -38,10 +39,15 @@ JVM_OPTIONS = (
 # - the log cleaner (it compacts __consumer_offsets) takes a 128 MiB de-duplication buffer on the heap
 #   by default; a few consumer groups' offsets need far less (a smaller buffer only means more passes);
 # - the KRaft controller appends a no-op record (written and fsync'ed) to the metadata log every 0.5 s
-#   so that brokers notice a stale controller; a single combined node has no one to tell.
+#   so that brokers notice a stale controller; a single combined node has no one to tell;
+# - thread pools sized for one node beside a 2-core machine's other work (defaults: 3 network threads per
+#   listener, 8 request handlers, 10 background threads), each of which wakes several times a second.
 IDLE_OVERRIDES = {
     "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
     "metadata.max.idle.interval.ms": "10000",
+    "num.network.threads": "1",
+    "num.io.threads": "2",
+    "background.threads": "2",
 }
 # With SASL on, the broker's own account (towards its controller and itself); clients use the platform's user.
 BROKER_USER = "kafka_broker"
@@ -126,13 +132,20 @@ def _listener_properties(settings: Settings) -> list[str]:
     """
     port, controller = _port(settings), settings.kafka.controller_port
     listeners = "controller.listener.names=CONTROLLER"
+    # Clients' listener on the configured address; the controller's stays on loopback (one local node).
+    listen = network.host_port(settings.kafka.listen_host, port)
+    advertised = network.host_port(settings.kafka.advertised_host, port)
+    # The clients' listener speaks the configured protocol (SSL and SASL_SSL add TLS, tls_properties); the
+    # loopback controller listener the same without TLS.
+    protocol = settings.kafka.security_protocol
     if not settings.kafka.sasl:
         return [
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            f"listeners={protocol}://{listen},CONTROLLER://127.0.0.1:{controller}",
+            f"advertised.listeners={protocol}://{advertised}",
             listeners,
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            f"listener.security.protocol.map={protocol}:{protocol},CONTROLLER:PLAINTEXT",
+            f"inter.broker.listener.name={protocol}",
+            *tls_properties(settings),
         ]
     k = settings.kafka
     broker_password = _broker_password(settings)
@@ -151,22 +164,55 @@ def _listener_properties(settings: Settings) -> list[str]:
     scram = []
     if k.sasl_mechanism.startswith("SCRAM-"):
         module = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-        scram.append(f"listener.name.sasl_plaintext.{k.sasl_mechanism.lower()}.sasl.jaas.config={module}")
+        scram.append(f"listener.name.{protocol.lower()}.{k.sasl_mechanism.lower()}.sasl.jaas.config={module}")
     return [
-        f"listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-        f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}",
+        f"listeners={protocol}://{listen},CONTROLLER://127.0.0.1:{controller}",
+        f"advertised.listeners={protocol}://{advertised}",
         listeners,
-        "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
-        "inter.broker.listener.name=SASL_PLAINTEXT",
+        f"listener.security.protocol.map={protocol}:{protocol},CONTROLLER:SASL_PLAINTEXT",
+        f"inter.broker.listener.name={protocol}",
+        *tls_properties(settings),
         f"sasl.enabled.mechanisms={','.join(mechanisms)}",
         "sasl.mechanism.inter.broker.protocol=PLAIN",
         "sasl.mechanism.controller.protocol=PLAIN",
-        f"listener.name.sasl_plaintext.plain.sasl.jaas.config={plain} {own} {accepted};",
+        f"listener.name.{protocol.lower()}.plain.sasl.jaas.config={plain} {own} {accepted};",
         *scram,
         # The controller listener admits the broker's account only.
         "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
         f'listener.name.controller.plain.sasl.jaas.config={plain} {own} user_{BROKER_USER}="{broker_password}";',
     ]
+
+
+def keystore_path(settings: Settings) -> Path:
+    """The broker's TLS key and certificate chain in one PEM file (written at start, mode 0600)."""
+    return settings.state_dir / "kafka" / "keystore.pem"
+
+
+def tls_properties(settings: Settings) -> list[str]:
+    """The clients' listener's TLS (SSL, SASL_SSL): the broker's certificate (METRICS_PLATFORM_KAFKA_BROKER_TLS_CERT
+    and _KEY, PEM) and, for its connections to itself, the platform's CA (METRICS_PLATFORM_KAFKA_SSL_CA_LOCATION)."""
+    if not settings.kafka.tls:
+        return []
+    return [
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={keystore_path(settings)}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={settings.kafka.ssl_ca_location}",
+        # Clients' certificates are checked when they present one (mutual TLS is the clients' choice).
+        "ssl.client.auth=requested",
+    ]
+
+
+def _write_keystore(settings: Settings) -> None:
+    """Join the broker's key and certificate into the PEM keystore Kafka reads."""
+    k = settings.kafka
+    if not k.tls:
+        return
+    try:
+        pem = Path(k.broker_tls_key).read_text() + "\n" + Path(k.broker_tls_cert).read_text()
+    except OSError as exc:
+        raise StackError(f"reading the Kafka broker's TLS key or certificate failed: {exc}") from exc
+    write_private(keystore_path(settings), pem)
 
 
 def _broker_password(settings: Settings) -> str:
@@ -178,9 +224,14 @@ def _broker_client_config(settings: Settings) -> dict[str, object]:
     from metrics_platform.kafka_clients import LIBRDKAFKA_LOG
 
     config: dict[str, object] = {"bootstrap.servers": settings.kafka.bootstrap_servers, "logger": LIBRDKAFKA_LOG}
+    if settings.kafka.tls:
+        config |= {
+            "security.protocol": settings.kafka.security_protocol.lower(),
+            "ssl.ca.location": settings.kafka.ssl_ca_location,
+        }
     if settings.kafka.sasl:
         config |= {
-            "security.protocol": "sasl_plaintext",
+            "security.protocol": settings.kafka.security_protocol.lower(),
             "sasl.mechanism": "PLAIN",
             "sasl.username": BROKER_USER,
             "sasl.password": _broker_password(settings),
@@ -229,6 +280,9 @@ def start(settings: Settings, timeout_s: float = 90.0) -> None:
     if broker.pid() is not None:
         return
     require_free_ports("Kafka", {"broker": _port(settings), "controller": settings.kafka.controller_port})
+    login = "SASL logins required" if settings.kafka.sasl else "no authentication: anyone can read and write topics"
+    protection = f"{'TLS' if settings.kafka.tls else 'no TLS: records travel in clear'}; {login}"
+    network.warn_if_exposed("Kafka", settings.kafka.listen_host, {"broker": _port(settings)}, protection)
     libs = install(settings)
     home = settings.state_dir / "kafka"
     data = home / "data"
@@ -236,6 +290,7 @@ def start(settings: Settings, timeout_s: float = 90.0) -> None:
     properties = home / "server.properties"
     # Owner only: with SASL it holds the broker's password.
     write_private(properties, render_properties(settings, data))
+    _write_keystore(settings)
     classpath = f"{libs}/*"
     java = shutil.which("java")
     if java is None:
@@ -289,7 +344,7 @@ def _ready(settings: Settings) -> bool:
     from confluent_kafka.admin import AdminClient
 
     # Probe the port first: a client dialing a closed port logs an error line per retry.
-    if not port_in_use(_port(settings)):
+    if not port_in_use(_port(settings), network.connect_host(settings.kafka.listen_host)):
         return False
     # As the broker's own account: the platform's SCRAM user may not exist yet.
     metadata = AdminClient(_broker_client_config(settings)).list_topics(timeout=2)

@@ -6,7 +6,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from clickhouse_connect.driver.client import Client
+
 from metrics_platform import clickhouse, kafka_clients, migrations
+from metrics_platform.cluster import Topology
 from metrics_platform.prices.load import load_prices
 from metrics_platform.settings import Settings
 from metrics_platform.stack import clickhouse_embedded, collector, dagster_services, kafka_broker, superset
@@ -16,6 +19,9 @@ Report = Callable[[str], None]
 Stop = Callable[[Settings], bool]
 # Dagster's own limit before it calls a daemon loop unhealthy.
 DAEMON_HEARTBEAT_TOLERANCE_S = 60
+# ClickHouse's Kafka engine joins its consumer groups some seconds after the views are created (3-7 s
+# measured on a busy 2-core machine); a span sent before that waits in Kafka. Past this, `up` warns.
+CONSUMER_ASSIGNMENT_TIMEOUT_S = 30
 
 
 def install(settings: Settings, report: Report = print) -> None:
@@ -28,14 +34,27 @@ def install(settings: Settings, report: Report = print) -> None:
     superset.install_embed_sdk(settings, report)
 
 
-def up(settings: Settings, report: Report = print, with_dagster: bool = True, with_superset: bool = False) -> None:
+def up(
+    settings: Settings,
+    report: Report = print,
+    with_dagster: bool = True,
+    with_superset: bool = False,
+    topology: Topology | None = None,
+) -> None:
     """Install what is missing, start every embedded component, apply migrations.
+
+    A clustered ``topology`` (several brokers or shards) starts the local cluster instead (stack/topology.py).
 
     Components configured as external (CLICKHOUSE_URL/HOST, METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS)
     are used as they are and not started. If a step fails (or is interrupted), the components this
     call started are stopped again, those that were running already are left alone, and the error
     is raised.
     """
+    if topology is not None and topology.clustered:
+        from metrics_platform.stack import topology as local_cluster
+
+        local_cluster.up(settings, topology, report, with_dagster=with_dagster, with_superset=with_superset)
+        return
     started: list[tuple[str, Stop]] = []
 
     def starting(name: str, daemon: Daemon, stop: Stop) -> None:
@@ -65,8 +84,9 @@ def up(settings: Settings, report: Report = print, with_dagster: bool = True, wi
         report("Collector: building (cached after the first run) and starting")
         starting("Collector", collector.daemon(settings), collector.stop)
         collector.start(settings)
+        _wait_for_kafka_consumers(ch, report)
         if with_dagster:
-            report(f"Dagster: starting the webserver (http://127.0.0.1:{settings.dagster_port}) and the daemon")
+            report(f"Dagster: starting the webserver ({dagster_services.ui_url(settings)}) and the daemon")
             for name, component in (
                 ("Dagster code server", dagster_services.code_server(settings)),
                 ("Dagster webserver", dagster_services.webserver(settings)),
@@ -76,10 +96,42 @@ def up(settings: Settings, report: Report = print, with_dagster: bool = True, wi
             dagster_services.start(settings)
         if with_superset:
             starting("Superset", superset.daemon(settings), superset.stop)
-            _superset_up(settings, report)
+            superset_up(settings, report)
     except BaseException:
         _stop_started(settings, started, report)
         raise
+
+
+def unassigned_kafka_tables(views_read: list[str], assigned: list[tuple[str, int]]) -> list[str]:
+    """The Kafka engine tables that views read (``views_read``) with no partition assigned to any of their
+    consumers yet; ``assigned`` is (table, partitions assigned) per consumer, as system.kafka_consumers."""
+    consuming = {table for table, partitions in assigned if partitions > 0}
+    return sorted(set(views_read) - consuming)
+
+
+def _wait_for_kafka_consumers(ch: Client, report: Report, timeout_s: float = CONSUMER_ASSIGNMENT_TIMEOUT_S) -> None:
+    """Return once every Kafka engine table that a view reads has partitions, so that the first span sent
+    after `up` is read at once; warn (and go on) after ``timeout_s``: spans then wait in Kafka, nothing is lost."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        views_read = ch.query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine = 'Kafka' "
+            "AND notEmpty(dependencies_table)"
+        ).result_rows
+        assigned = ch.query(
+            "SELECT table, length(assignments.partition_id) FROM system.kafka_consumers "
+            "WHERE database = currentDatabase()"
+        ).result_rows
+        waiting = unassigned_kafka_tables([name for (name,) in views_read], [(t, int(n)) for t, n in assigned])
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            report(
+                f"  WARNING: ClickHouse's consumers of {', '.join(waiting)} have no Kafka partitions after "
+                f"{timeout_s:.0f} s (see `metrics-platform lag`); spans wait in Kafka until they do"
+            )
+            return
+        time.sleep(0.05)
 
 
 def _stop_started(settings: Settings, started: list[tuple[str, Stop]], report: Report) -> None:
@@ -95,7 +147,7 @@ def _stop_started(settings: Settings, started: list[tuple[str, Stop]], report: R
             report(f"{name}: could not be stopped: {exc}")
 
 
-def _superset_up(settings: Settings, report: Report) -> None:
+def superset_up(settings: Settings, report: Report) -> None:
     """Start Superset and provision the dashboard files; a broken file is reported, not fatal."""
     from metrics_platform.bi import provision
     from metrics_platform.bi.client import SupersetError
@@ -112,6 +164,10 @@ def _superset_up(settings: Settings, report: Report) -> None:
 
 def down(settings: Settings, report: Report = print) -> None:
     """Stop what ``up`` started, upstream first so nothing in flight is dropped."""
+    from metrics_platform.stack import topology as local_cluster
+
+    if local_cluster.down(settings, report):
+        return
     for name, stop in (
         ("Superset", superset.stop),
         ("Dagster", dagster_services.stop),
@@ -167,7 +223,7 @@ def status(settings: Settings) -> list[ComponentStatus]:
     otelcol = collector.daemon(settings)
     rows.append(ComponentStatus("otelcol", *_supervised(otelcol, collector.healthy(settings), where)))
     ui, ui_ok = dagster_services.webserver(settings), dagster_services.healthy(settings)
-    where = f"http://127.0.0.1:{settings.dagster_port}"
+    where = dagster_services.ui_url(settings)
     rows.append(ComponentStatus("dagster-ui", *_supervised(ui, ui_ok, where)))
     beats = dagster_services.daemon_heartbeats(settings) if ui_ok else {}
     fresh = bool(beats) and time.time() - min(beats.values()) < DAEMON_HEARTBEAT_TOLERANCE_S
@@ -180,4 +236,20 @@ def status(settings: Settings) -> list[ComponentStatus]:
     # Listed only when it runs or was run: `up --no-superset` leaves it out on purpose.
     if web.info() is not None or web.pid() is not None:
         rows.append(ComponentStatus("superset", *_supervised(web, superset.healthy(settings), settings.superset.url)))
-    return rows
+    return _with_cluster(settings, rows)
+
+
+def _with_cluster(settings: Settings, rows: list[ComponentStatus]) -> list[ComponentStatus]:
+    """A local cluster's brokers and shards in place of the single-node kafka and clickhouse rows."""
+    from metrics_platform.stack import topology as local_cluster
+
+    cluster = local_cluster.active(settings)
+    if cluster is None:
+        return rows
+    servers = [
+        ComponentStatus(name, *_supervised(daemon, healthy, where))
+        for name, daemon, where, healthy in local_cluster.status(settings, cluster)
+    ]
+    # Dagster and Superset: listed only when they run (a test's or `up --no-superset`'s cluster has neither).
+    others = [r for r in rows if r.name not in ("kafka", "clickhouse") and (r.running or r.name == "otelcol")]
+    return [*servers, *others]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from metrics_platform.paths import DEPLOY_DIR
 from metrics_platform.settings import Settings
+from metrics_platform.stack import network
 from metrics_platform.stack.process import Daemon, StackError, http_get, require_free_ports, wait_until
 
 SUPERSET_DIR = DEPLOY_DIR / "superset"
@@ -210,6 +211,12 @@ def healthy(settings: Settings) -> bool:
     return status == 200 and body.strip() == "OK"
 
 
+def gunicorn_argv(settings: Settings, venv: Path) -> list[str]:
+    """Superset's web server command line, bound to the configured listen address."""
+    bind = network.host_port(settings.superset.listen_host, settings.superset.port)
+    return [str(venv / "bin" / "gunicorn"), "--bind", bind, *_GUNICORN_OPTIONS]
+
+
 def start(settings: Settings, report: Report = print, timeout_s: float = 180.0) -> None:
     """Install (cached), set up (once) and start Superset's web server; wait for /health."""
     server = daemon(settings)
@@ -219,8 +226,10 @@ def start(settings: Settings, report: Report = print, timeout_s: float = 180.0) 
     sdk_bundle = install_embed_sdk(settings, report)
     setup(settings, report)
     require_free_ports("Superset", {"web": settings.superset.port})
+    in_clear = "no TLS: Superset logins and dashboards travel in clear"
+    network.warn_if_exposed("Superset", settings.superset.listen_host, {"web": settings.superset.port}, in_clear)
     server.start(
-        [str(venv / "bin" / "gunicorn"), "--bind", f"127.0.0.1:{settings.superset.port}", *_GUNICORN_OPTIONS],
+        gunicorn_argv(settings, venv),
         env=environment(settings, sdk_bundle),
         cwd=home(settings),
     )

@@ -1,0 +1,667 @@
+"""Cluster mode: the replicated variant of the migrations, and a real local cluster (3 KRaft brokers, 2 embedded
+ClickHouse shards, the Collector) on ports of its own, next to the session's single-node stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from metrics_platform import cluster, migrations
+from metrics_platform.cluster import LocalTable, Topology, TopologyError
+from tests import otlp_json
+from tests.collector_helpers import post_otlp
+from tests.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+_BASE = int(os.environ.get("METRICS_PLATFORM_TEST_PORT_BASE", "20000"))
+# The cluster's ports: base + 1000 ... + 2999 (the single-node stack keeps base + its own offsets), or from
+# METRICS_PLATFORM_TEST_CLUSTER_PORT_BASE ... + 1999 when another session's ports are there.
+_C = int(os.environ.get("METRICS_PLATFORM_TEST_CLUSTER_PORT_BASE", "") or _BASE + 1000)
+CLUSTER_ENV = {
+    "METRICS_PLATFORM_STATE_DIR": str(ROOT / ".state" / f"test-{_BASE}-cluster"),
+    "METRICS_PLATFORM_KAFKA_PORT": str(_C + 92),
+    "METRICS_PLATFORM_KAFKA_CONTROLLER_PORT": str(_C + 93),
+    "METRICS_PLATFORM_CLICKHOUSE_HTTP_PORT": str(_C + 123),
+    "METRICS_PLATFORM_CLICKHOUSE_TCP_PORT": str(_C + 124),
+    "METRICS_PLATFORM_OTLP_GRPC_PORT": str(_C + 317),
+    "METRICS_PLATFORM_OTLP_HTTP_PORT": str(_C + 318),
+    "METRICS_PLATFORM_COLLECTOR_HEALTH_PORT": str(_C + 333),
+    "METRICS_PLATFORM_COLLECTOR_METRICS_PORT": str(_C + 388),
+    "METRICS_PLATFORM_CLUSTER_PORT_BASE": str(_C + 1000),
+}
+TOPOLOGY = Topology(brokers=3, shards=2)
+
+# --- rendering (no stack) ---------------------------------------------------------------------------------
+
+_FORMAT_QUERY = """
+import json, sys
+import chdb
+failures = []
+for statement in json.load(sys.stdin):
+    literal = statement.replace("\\\\", "\\\\\\\\").replace("'", "\\\\'")
+    try:
+        formatted = chdb.query(f"SELECT formatQuery('{literal}')", "TSVRaw").bytes().decode()
+    except Exception as exc:
+        failures.append([statement[:300], str(exc)[:500]])
+        continue
+    if ("Replicated" in statement) != ("Replicated" in formatted):
+        failures.append([statement[:300], "engine lost in formatting"])
+print(json.dumps(failures))
+"""
+
+
+def _replicated_statements(settings) -> list[str]:
+    values = migrations.template_values(settings)
+    return [
+        cluster.replicated_statement(statement, settings.cluster.name)
+        for m in migrations.discover()
+        for statement in migrations.split_statements(migrations.render(m, values))
+    ]
+
+
+def test_replicated_variant_of_every_migration_parses(settings):
+    """Every statement of every migration, replicated and ON CLUSTER, is valid ClickHouse SQL (formatQuery in
+    the embedded engine, in a process of its own: the engine is global to a process)."""
+    statements = _replicated_statements(settings)
+    engines = sum("ENGINE = Replicated" in s for s in statements)
+    plain = [s for s in statements if "MergeTree" in s and "ReplicatedMergeTree" not in s.replace("Aggregating", "")
+             .replace("Replacing", "")]  # fmt: skip
+    assert engines >= 15 and not plain, plain[:3]
+    ddl = [s for s in statements if migrations.guard(s) is None and not s.lstrip().upper().startswith("INSERT")]
+    assert all(" ON CLUSTER metrics" in s for s in ddl), [s[:80] for s in ddl if " ON CLUSTER" not in s][:3]
+    result = subprocess.run(
+        [sys.executable, "-c", _FORMAT_QUERY], input=json.dumps(statements), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_replicated_engines_keep_their_arguments():
+    got = cluster.replicated_statement(
+        "CREATE TABLE t (v UInt8) ENGINE = ReplacingMergeTree(evaluated_at) ORDER BY v", None
+    )
+    assert "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', " \
+        "evaluated_at) ORDER BY v" in got  # fmt: skip
+    assert " ON CLUSTER" not in got  # a Replicated database carries DDL itself
+    rename = cluster.on_cluster("-- if: SELECT 1\nRENAME TABLE IF EXISTS a TO b", "c1")
+    assert rename == "-- if: SELECT 1\nRENAME TABLE IF EXISTS a TO b ON CLUSTER c1"
+    assert migrations.guard(rename) == "SELECT 1"
+    assert cluster.on_cluster("INSERT INTO a SELECT 1", "c1") == "INSERT INTO a SELECT 1"
+    assert (
+        cluster.on_cluster("ALTER TABLE d ADD COLUMN x UInt8", "c1") == "ALTER TABLE d ON CLUSTER c1 ADD COLUMN x UInt8"
+    )
+
+
+def test_settings_choose_the_variant_the_runner_applies(monkeypatch):
+    from metrics_platform.settings import Settings
+
+    assert Settings.from_env().cluster.replicated is False
+    assert cluster.statement_transform(False, False, "c1") is None  # single node and local cluster: as written
+    create = "CREATE TABLE IF NOT EXISTS t (v UInt8) ENGINE = MergeTree ORDER BY v"
+    monkeypatch.setenv("METRICS_PLATFORM_CLICKHOUSE_REPLICATED", "true")
+    monkeypatch.setenv("METRICS_PLATFORM_CLICKHOUSE_ON_CLUSTER", "yes")
+    monkeypatch.setenv("METRICS_PLATFORM_CLUSTER_NAME", "prod")
+    c = Settings.from_env().cluster
+    transform = cluster.statement_transform(c.replicated, c.on_cluster, c.name)
+    assert transform is not None
+    assert transform(create).startswith("CREATE TABLE IF NOT EXISTS t ON CLUSTER prod (v UInt8) ENGINE = Replicated")
+    inside_replicated_database = cluster.statement_transform(True, False, "prod")
+    assert inside_replicated_database is not None and " ON CLUSTER" not in inside_replicated_database(create)
+
+
+def test_topology_parsing_and_read_layer():
+    assert Topology.parse("brokers=3,shards=2") == Topology(3, 2)
+    assert Topology.parse("shards=4") == Topology(1, 4)
+    assert (Topology(3, 2).replication_factor, Topology(3, 2).min_insync_replicas) == (3, 2)
+    for bad in ("brokers=2", "shards=0", "replicas=2", "brokers"):
+        with pytest.raises(TopologyError):
+            Topology.parse(bad)
+    tables = [
+        LocalTable("agent_events", "MergeTree", ("ts", "trace_id")),
+        LocalTable("alert_status", "ReplacingMergeTree", ("rule",)),
+        LocalTable("model_prices", "MergeTree", ("model",)),
+        LocalTable("kafka_otel_spans", "Kafka", ("raw",)),
+    ]
+    ddl = cluster.read_layer_ddl("metrics", "metrics_cluster", "metrics", tables)
+    assert ddl[0] == "CREATE DATABASE IF NOT EXISTS `metrics_cluster`"
+    assert "ENGINE = Distributed(metrics, metrics, agent_events, cityHash64(trace_id))" in ddl[1]
+    assert "ENGINE = Distributed(metrics, metrics, alert_status, rand())" in ddl[2]
+    assert (
+        ddl[3] == "CREATE VIEW IF NOT EXISTS `metrics_cluster`.`model_prices` AS SELECT * FROM `metrics`.`model_prices`"
+    )
+    assert len(ddl) == 4  # no Distributed table over the Kafka engine table
+    with pytest.raises(TopologyError):
+        cluster.shard_of_traces({"t1": {1}, "t2": {1, 2}})
+
+
+def test_users_file_grants_the_read_database(settings):
+    from metrics_platform.stack import clickhouse_users
+
+    plain = clickhouse_users.render_users(settings.clickhouse, 3)
+    users = clickhouse_users.render_users(settings.clickhouse, 3, extra_databases=("metrics_cluster",))
+    assert "metrics_cluster" not in plain and "ON Distributed" not in plain
+    # Everything to the writer (it creates the Distributed tables), SELECT to the reader, once each.
+    assert users.count("GRANT ALL ON `metrics_cluster`.*") == 1
+    assert users.count("GRANT SELECT ON `metrics_cluster`.*") == 1
+    assert users.count("GRANT TABLE ENGINE ON Distributed") == 1
+    with pytest.raises(ValueError, match="letters, digits"):
+        clickhouse_users.render_users(settings.clickhouse, 3, extra_databases=("x`; DROP",))
+
+
+def test_readers_and_per_server_writers_follow_the_cluster(tmp_path, monkeypatch):
+    """One place decides where readers go (clickhouse.read_database): the platform's database on a single node,
+    the local cluster's read layer once `up --topology` wrote its file, or the configured one. Superset's
+    connection (rendered here as a unit: starting Superset in the cluster test would cost ~2 min) follows it;
+    per-server writes go to every shard's own database."""
+    from metrics_platform import clickhouse
+    from metrics_platform.bi import provision
+    from metrics_platform.settings import Settings
+    from metrics_platform.stack import topology
+
+    for name, value in CLUSTER_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("METRICS_PLATFORM_STATE_DIR", str(tmp_path))
+    single = Settings.from_env()
+    local_db = single.clickhouse.database
+    assert clickhouse.read_database(single) == local_db
+    assert provision.sqlalchemy_uri(single).endswith(f":{single.clickhouse.http_port}/{local_db}")
+    assert topology.servers(single) == [("", single)]
+
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "cluster" / "topology.json").write_text(json.dumps({"topology": str(TOPOLOGY)}))
+    assert clickhouse.read_database(single) == f"{local_db}_cluster"
+    assert clickhouse.reader_settings(single).http_port == single.clickhouse.http_port  # shard 1 answers
+    assert provision.sqlalchemy_uri(single).endswith(f":{single.clickhouse.http_port}/{local_db}_cluster")
+    servers = topology.servers(single)
+    assert [label for label, _ in servers] == ["shard 1", "shard 2"]
+    assert [s.clickhouse.http_port for _, s in servers] == [n.port for n in topology.shards(single, TOPOLOGY)]
+    assert {s.clickhouse.database for _, s in servers} == {local_db}
+    assert all(len(s.kafka.bootstrap_servers.split(",")) == TOPOLOGY.brokers for _, s in servers)
+
+    monkeypatch.setenv("METRICS_PLATFORM_CLICKHOUSE_READ_DATABASE", "analytics")
+    assert clickhouse.read_database(Settings.from_env()) == "analytics"
+
+
+def test_audits_of_the_servers_merge_into_one_verdict():
+    from metrics_platform.rollup_audit import AuditResult, Mismatch
+
+    start, end = datetime(2026, 1, 1), datetime(2026, 1, 1, 1)
+    good = AuditResult(start, end, groups=3, raw_spans=30, max_quantile_error=0.01)
+    bad = AuditResult(start, end, groups=2, raw_spans=12, parts_without_projection=1, max_quantile_error=0.02,
+                      mismatches=[Mismatch(("2026-01-01 00:01:00", "/r"), "spans", "1", "2")])  # fmt: skip
+    merged = cluster.merge_audits(start, end, [("shard 1", good), ("shard 2", bad)])
+    assert (merged.groups, merged.raw_spans, merged.parts_without_projection) == (5, 42, 1)
+    assert merged.max_quantile_error == 0.02 and not merged.passed
+    assert merged.mismatches[0].key == ("shard 2", "2026-01-01 00:01:00", "/r")
+    assert cluster.merge_audits(start, end, [("", good)]).passed
+
+
+# --- the local cluster ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_stack():
+    """A 3-broker, 2-shard cluster from a clean state directory (its own supervisord and ports)."""
+    import shutil
+
+    from metrics_platform.settings import Settings
+    from metrics_platform.stack import topology
+    from metrics_platform.stack.process import port_in_use
+
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in CLUSTER_ENV.items():
+            env.setenv(name, value)
+        base = Settings.from_env()
+        topology.down(base, report=lambda _: None)  # leftovers of an interrupted session
+        busy = sorted(p for p in _ports(base) if port_in_use(p))
+        if busy:
+            pytest.fail(
+                f"the cluster test's ports {busy} are in use by another stack: run with "
+                f"METRICS_PLATFORM_TEST_CLUSTER_PORT_BASE set to a free range of 2,000 ports (now {_C})"
+            )
+        for path in base.state_dir.glob("*"):
+            if path.is_dir() and path.name != "secrets":
+                shutil.rmtree(path)
+        started = time.monotonic()
+        # Dagster's and Superset's starters are the single-node ones; the tests run Dagster's objects in-process.
+        settings_in_use = topology.up(base, TOPOLOGY, report=lambda _: None, with_dagster=False)
+        print(f"cluster {TOPOLOGY} up in {time.monotonic() - started:.1f}s")
+        try:
+            yield settings_in_use
+        finally:
+            topology.down(base, report=lambda _: None)
+
+
+def _ports(settings) -> set[int]:
+    from metrics_platform.stack import topology
+
+    nodes = [*topology.brokers(settings, TOPOLOGY), *topology.shards(settings, TOPOLOGY)]
+    c = settings.collector
+    return {p for n in nodes for p in (n.port, n.second_port)} | {c.otlp_http_port, c.otlp_grpc_port, c.health_port}
+
+
+def _client(settings, shard: int | None = None, reader: bool = False):
+    """A client of the read layer (shard None) or of one shard's local database."""
+    import dataclasses
+
+    from metrics_platform import clickhouse
+    from metrics_platform.stack import topology
+
+    if shard is None:
+        ch = topology.read_settings(settings).clickhouse
+    else:
+        ch = topology.shard_settings(settings, topology.shards(settings, TOPOLOGY)[shard - 1]).clickhouse
+    if reader:
+        ch = dataclasses.replace(ch, user=ch.reader_user, password=ch.reader_password)
+    return clickhouse.client(ch)
+
+
+def _send_traces(settings, service: str, traces: int, children: int = 2, seed: int = 0) -> int:
+    """POST ``traces`` traces (a request span and ``children`` LLM spans each) through the Collector in
+    requests of 20 traces; returns the spans sent (each acknowledged with 200: on the Collector's disk)."""
+    import random
+
+    rng = random.Random(seed)
+    sent = 0
+    for first in range(0, traces, 20):
+        spans = []
+        for _ in range(min(20, traces - first)):
+            trace = uuid.uuid4().hex
+            root = otlp_json.span(trace, "request", {"route": f"POST /r{rng.randrange(3)}"}, kind=otlp_json.SERVER,
+                                  duration_ms=rng.choice([5, 50, 500, 5000]) * (1 + rng.random()))  # fmt: skip
+            spans.append(root)
+            for _ in range(children):
+                attrs = {"gen_ai.request.model": "gpt-4.1", "gen_ai.usage.input_tokens": rng.randrange(1, 5000),
+                         "gen_ai.usage.output_tokens": rng.randrange(1, 500)}  # fmt: skip
+                spans.append(otlp_json.span(trace, "chat", attrs, parent=root["spanId"], kind=otlp_json.CLIENT,
+                                            duration_ms=rng.expovariate(1 / 300)))  # fmt: skip
+        status, body = post_otlp(settings, otlp_json.request({"service.name": service}, spans))
+        assert status == 200, body[:300]
+        sent += len(spans)
+    return sent
+
+
+def _landed(ch, service: str) -> tuple[int, int]:
+    total, unique = ch.query(
+        "SELECT count(), uniqExact(span_id) FROM agent_events WHERE service = {s:String}", parameters={"s": service}
+    ).result_rows[0]
+    return int(total), int(unique)
+
+
+def _wait_landed(ch, service: str, expected: int, timeout_s: float = 120) -> tuple[int, int]:
+    def done():
+        total, unique = _landed(ch, service)
+        return (total, unique) if unique >= expected else None
+
+    return wait_for(done, timeout_s, f"{expected} spans of {service} in the read layer")  # type: ignore[return-value]
+
+
+def test_cluster_runs_every_server_supervised(cluster_stack):
+    from metrics_platform.stack import topology
+
+    rows = topology.status(cluster_stack, TOPOLOGY)
+    assert [name for name, *_ in rows] == ["kafka-1", "kafka-2", "kafka-3", "clickhouse-1", "clickhouse-2"]
+    for name, daemon, _, healthy in rows:
+        assert daemon.pid() is not None and daemon.info() is not None, name  # run by supervisord
+        assert healthy is not False, name
+    # `metrics-platform status` shows the cluster's servers in place of the single-node ones.
+    from metrics_platform.stack import platform
+
+    shown = platform.status(cluster_stack)
+    assert [r.name for r in shown] == [*(name for name, *_ in rows), "otelcol"]
+    assert all(r.running for r in shown), shown
+    # Every server holds the single-node schema with a ledger of its own, and the read layer.
+    for shard in (1, 2):
+        ch = _client(cluster_stack, shard)
+        assert len(migrations.status(ch)) == sum(s.applied for s in migrations.status(ch))
+        assert ch.command("SELECT count() FROM system.tables WHERE database = 'metrics_cluster'") >= 10
+
+
+def test_spans_land_once_and_each_trace_on_one_shard(cluster_stack):
+    service = f"cluster-{uuid.uuid4().hex[:8]}"
+    sent = _send_traces(cluster_stack, service, traces=600)
+    total, unique = _wait_landed(_client(cluster_stack), service, sent)
+    assert (total, unique) == (sent, sent), f"{total - sent} duplicated, {sent - unique} lost"
+    per_shard = {}
+    for shard in (1, 2):
+        rows = (
+            _client(cluster_stack, shard)
+            .query(
+                "SELECT trace_id, count() FROM agent_events WHERE service = {s:String} GROUP BY trace_id",
+                parameters={"s": service},
+            )
+            .result_rows
+        )
+        per_shard[shard] = {trace: n for trace, n in rows}
+        # Attribution saw whole traces: every child inherited its request's route.
+        missing = _client(cluster_stack, shard).command(
+            "SELECT countIf(parent_missing) FROM agent_events WHERE service = {s:String}", parameters={"s": service}
+        )
+        assert missing == 0, f"shard {shard}: {missing} spans without their parent"
+    assert per_shard[1] and per_shard[2], "one shard received nothing: partitions are not split across servers"
+    traces = {t: {s for s in (1, 2) if t in per_shard[s]} for t in per_shard[1].keys() | per_shard[2].keys()}
+    cluster.shard_of_traces(traces)  # raises if a trace is split
+    assert all(n == 3 for shard in per_shard.values() for n in shard.values())
+
+
+def test_aggregates_merge_across_shards_and_the_rollup_audit_passes(cluster_stack):
+    """Sums over the Distributed tables equal the sum of the shards'; t-digest quantiles equal the merge of
+    the shards' t-digest states; the audit of every rollup passes over the read layer and on each shard."""
+    from metrics_platform import rollup_audit
+    from metrics_platform.rollups import ROLLUPS
+
+    service = f"merge-{uuid.uuid4().hex[:8]}"
+    sent = _send_traces(cluster_stack, service, traces=400, children=3, seed=7)
+    reader = _client(cluster_stack, reader=True)  # dashboards' account, through the read layer
+    _wait_landed(reader, service, sent)
+    params = {"s": service}
+    merged = reader.query(
+        "SELECT route, count(), sum(tokens_prompt), sum(cost_usd), quantilesTDigest(0.5, 0.95)(latency_ms) "
+        "FROM agent_events WHERE service = {s:String} GROUP BY route ORDER BY route",
+        parameters=params,
+    ).result_rows
+    # The shards' unmerged states (one row per shard and route), merged here: the union of the shards.
+    union = reader.query(
+        "SELECT route, sum(c), sum(t), sum(u), quantilesTDigestMerge(0.5, 0.95)(q) FROM ("
+        " SELECT route, count() AS c, sum(tokens_prompt) AS t, sum(cost_usd) AS u,"
+        " quantilesTDigestState(0.5, 0.95)(latency_ms) AS q FROM agent_events WHERE service = {s:String}"
+        " GROUP BY route SETTINGS distributed_group_by_no_merge = 1) GROUP BY route ORDER BY route",
+        parameters=params,
+    ).result_rows
+    # Counts and sums are exact; a t-digest merged in another order may move a quantile by a fraction.
+    assert [row[:4] for row in merged] == [row[:4] for row in union]
+    for (route, *_, mine), (_, *_, theirs) in zip(merged, union, strict=True):
+        assert all(abs(a - b) <= 0.01 * b + 0.5 for a, b in zip(mine, theirs, strict=True)), (route, mine, theirs)
+    by_shard: dict[str, list] = {}
+    for shard in (1, 2):
+        for route, count, tokens, cost in (
+            _client(cluster_stack, shard)
+            .query(
+                "SELECT route, count(), sum(tokens_prompt), sum(cost_usd) FROM agent_events WHERE service = {s:String} "
+                "GROUP BY route",
+                parameters=params,
+            )
+            .result_rows
+        ):
+            acc = by_shard.setdefault(route, [0, 0, Decimal(0)])
+            acc[0], acc[1], acc[2] = acc[0] + count, acc[1] + tokens, acc[2] + cost
+    assert {r: tuple(v) for r, v in by_shard.items()} == {r: (c, t, u) for r, c, t, u, _ in merged}
+    assert sum(c for _, c, *_ in merged) == sent and len(by_shard) == 3
+    exact = dict(reader.query(
+        "SELECT route, quantilesExact(0.5, 0.95)(latency_ms) FROM agent_events WHERE service = {s:String} "
+        "GROUP BY route", parameters=params,
+    ).result_rows)  # fmt: skip
+    for route, *_, quantiles in merged:
+        for estimate, truth in zip(quantiles, exact[route], strict=True):
+            assert abs(estimate - truth) <= max(rollup_audit.QUANTILE_TOLERANCE * truth, 1.0), (route, quantiles)
+    start = (datetime.now(UTC) - timedelta(hours=1)).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    end = start + timedelta(hours=3)
+    for name, rollup in ROLLUPS.items():
+        across = rollup_audit.audit(_client(cluster_stack), start, end, rollup)
+        assert across.passed, (name, across.mismatches[:5])
+        for shard in (1, 2):  # each shard's parts carry the projection
+            local = rollup_audit.audit(_client(cluster_stack, shard), start, end, rollup)
+            assert local.passed and local.parts_without_projection == 0, (name, shard, local.mismatches[:5])
+    assert rollup_audit.audit(_client(cluster_stack), start, end, ROLLUPS["p_route_minute"]).raw_spans >= sent
+
+
+def test_dashboard_questions_read_through_the_read_layer(cluster_stack):
+    """The saved dashboard questions, unchanged, as the reader account on the read database: each runs, and the
+    requests per endpoint are the sum of the shards' own."""
+    from metrics_platform import dashboards
+
+    reader = _client(cluster_stack, reader=True)
+    answers = {name: dashboards.run(reader, name) for name in dashboards.available()}
+    usage = answers["usage_by_endpoint_24h"]
+    assert usage.rows, "no endpoint in the last day: the earlier tests' spans should be there"
+    requests = {(row[0], row[1]): row[2] for row in usage.rows}
+    per_shard: dict[tuple[str, str], int] = {}
+    for shard in (1, 2):
+        for service, route, n in (
+            _client(cluster_stack, shard)
+            .query(
+                "SELECT service, route, count() FROM agent_events "
+                "WHERE toStartOfHour(ts) >= toStartOfHour(now() - INTERVAL 1 DAY) AND is_request "
+                "GROUP BY service, route"
+            )
+            .result_rows
+        ):
+            per_shard[(service, route)] = per_shard.get((service, route), 0) + n
+    assert requests == {key: per_shard[key] for key in requests}
+
+
+def _per_shard(settings, sql: str, params: dict | None = None) -> list[int]:
+    return [int(_client(settings, shard).command(sql, parameters=params or {})) for shard in (1, 2)]
+
+
+def test_dagster_objects_read_every_shard(cluster_stack):
+    """The rollup audit check, evaluated in-process as Dagster runs it, audits each shard against its own raw
+    rows: it passes, and its raw span count is the union of the shards' (exact). The alert sensor evaluates
+    every rule through the read database."""
+    import dagster as dg
+
+    from metrics_platform.defs import resources
+    from metrics_platform.defs.rollups import ROLLUP_ASSETS, ROLLUP_CHECKS
+    from metrics_platform.rollups import ROLLUPS
+
+    service = f"dagster-{uuid.uuid4().hex[:8]}"
+    _wait_landed(_client(cluster_stack), service, _send_traces(cluster_stack, service, traces=100, seed=3))
+    now = datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
+    start, end = now - timedelta(hours=2), now + timedelta(minutes=1)
+    window = {"start": start.isoformat(), "end": end.isoformat()}
+    asset = next(a for a in ROLLUP_ASSETS if a.key.path == ["p_route_minute"])
+    check = next(c for c in ROLLUP_CHECKS if asset.key in {k.asset_key for k in c.check_keys})
+    result = dg.materialize(
+        [asset, check],
+        resources=resources.resources(),
+        selection=dg.AssetSelection.checks(check),
+        run_config={"ops": {"p_route_minute_rollup_matches_raw": {"config": window}}},
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed, evaluation.metadata
+    bucket = ROLLUPS["p_route_minute"].bucket
+    sql = f"SELECT count() FROM agent_events WHERE {bucket} >= {{s:DateTime}} AND {bucket} < {{e:DateTime}}"
+    shards = _per_shard(cluster_stack, sql, {"s": start, "e": end})
+    assert all(shards), shards
+    assert evaluation.metadata["raw_spans"].value == sum(shards)
+    assert evaluation.metadata["parts_without_projection"].value == 0
+
+    # The alert sensor evaluates every rule through the read database, the per-account ones too (their
+    # users-to-accounts subquery runs GLOBAL over the Distributed tables).
+    from metrics_platform.defs.alerts import build_alert_sensor, load_rules
+    from metrics_platform.settings import Settings
+
+    rules = load_rules(Settings.from_env(), keep=False).rules.rules
+    context = dg.build_sensor_context(
+        cursor=json.dumps({"active": [], "reported": {}}), resources=resources.resources()
+    )
+    tick = build_alert_sensor(checked_rules=rules)(context)
+    message = tick.skip_reason.skip_message if tick.skip_reason else ""
+    assert f"{len(rules)} rules" in message and "not evaluated" not in message, message
+
+
+def test_cli_readers_answer_from_every_shard(cluster_stack):
+    """`summary`, `dashboard` and `lag` in the cluster's environment: counts are the union of the shards'."""
+    from click.testing import CliRunner
+
+    from metrics_platform.cli import main
+    from metrics_platform.rollups import ROLLUPS
+
+    runner = CliRunner()
+    summary = runner.invoke(main, ["summary"])
+    assert summary.exit_code == 0, summary.output
+    spans = sum(_per_shard(cluster_stack, "SELECT count() FROM agent_events"))
+    traces = sum(_per_shard(cluster_stack, "SELECT uniqExact(trace_id) FROM agent_events"))
+    assert f"agent_events: {spans:,} spans in {traces:,} traces" in summary.output, summary.output
+    assert "?database=metrics_cluster" in summary.output
+
+    dashboard = runner.invoke(main, ["dashboard", "usage_by_endpoint_24h", "--rows", "100000"])
+    assert dashboard.exit_code == 0, dashboard.output
+    shown = {}
+    for line in dashboard.output.splitlines():
+        cells = line.strip().split(" | ")
+        if len(cells) >= 3 and cells[2].isdigit():
+            shown[(cells[0], cells[1])] = int(cells[2])
+    expected: dict[tuple[str, str], int] = {}
+    for shard in (1, 2):
+        for service, route, n in (
+            _client(cluster_stack, shard)
+            .query(
+                "SELECT service, route, count() FROM agent_events WHERE is_request "
+                "AND toStartOfHour(ts) >= toStartOfHour(now() - INTERVAL 1 DAY) GROUP BY service, route"
+            )
+            .result_rows
+        ):
+            expected[(service, route)] = expected.get((service, route), 0) + n
+    assert shown and shown == {key: expected[key] for key in shown}
+    assert len(shown) == len(expected)
+
+    now = datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
+    start, end = now - timedelta(hours=2), now + timedelta(minutes=1)
+    audit = runner.invoke(main, ["audit", "--start", start.isoformat(), "--end", end.isoformat(), "--rollup",
+                                 "p_route_minute", "--repair"])  # fmt: skip
+    assert audit.exit_code == 0, audit.output
+    assert "materialized for 0 part(s) on shard 2" in audit.output, audit.output
+    bucket = ROLLUPS["p_route_minute"].bucket
+    in_window = f"SELECT count() FROM agent_events WHERE {bucket} >= {{s:DateTime}} AND {bucket} < {{e:DateTime}}"
+    raw = sum(_per_shard(cluster_stack, in_window, {"s": start, "e": end}))
+    assert f" {raw:,} raw spans, 0 mismatch(es), 0 part(s) without it" in audit.output, audit.output
+
+    lag = runner.invoke(main, ["lag"])
+    assert lag.exit_code == 0, lag.output
+    assert "consumer shard 1" in lag.output and "consumer shard 2" in lag.output, lag.output
+    assert "lag per leading broker: " in lag.output
+
+
+def test_lag_is_reported_per_partition_with_its_broker_and_consumer(cluster_stack):
+    from metrics_platform.stack import topology
+
+    service = f"lag-{uuid.uuid4().hex[:8]}"
+    _wait_landed(_client(cluster_stack), service, _send_traces(cluster_stack, service, traces=100))
+    rows = topology.consumer_lag(cluster_stack, TOPOLOGY)
+    spans = [r for r in rows if r.topic == cluster_stack.kafka.spans_topic]
+    assert len(spans) == cluster_stack.kafka.partitions
+    assert {r.leader_broker for r in rows} <= {1, 2, 3}
+    # One group, its partitions split across the two servers' Kafka engine tables.
+    assert {r.consumer for r in spans} == {"shard 1", "shard 2"}
+    assert all(r.lag == 0 for r in spans), spans
+    per_broker, per_consumer = cluster.lag_totals(rows)
+    assert sum(per_broker.values()) == sum(per_consumer.values()) == sum(r.lag for r in rows)
+
+
+def test_replay_across_shards_lands_each_event_once(cluster_stack, tmp_path):
+    """A history day replayed through the read layer: stored once across the shards, traces whole on one shard,
+    and a second replay finds every event already stored on whichever shard holds it."""
+    import secrets
+
+    import orjson
+
+    from metrics_platform import replay
+
+    service = f"replay-{uuid.uuid4().hex[:8]}"
+    day = datetime.now(UTC).date() - timedelta(days=2)
+    lines = []
+    for i in range(60):
+        trace, root = secrets.token_hex(16), secrets.token_hex(8)
+        moment = datetime(day.year, day.month, day.day, 10, tzinfo=UTC) + timedelta(seconds=41 * i)
+        common = {"trace_id": trace, "service": service, "route": f"POST /r{i % 3}", "status": "ok"}
+        lines.append({**common, "ts": moment.isoformat(), "span_id": root, "parent_span_id": "", "latency_ms": 900})
+        for child in range(2):
+            lines.append({**common, "ts": (moment + timedelta(milliseconds=10 + child)).isoformat(),
+                          "span_id": secrets.token_hex(8), "parent_span_id": root, "latency_ms": 300,
+                          "model": "gpt-4.1", "tokens_prompt": 100, "kind": "llm"})  # fmt: skip
+    (tmp_path / f"{day}.jsonl").write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n")
+    read = _client(cluster_stack)
+    report = replay.replay_day(day, tmp_path, cluster_stack, read, run_id="cluster")
+    assert (report.valid, report.produced) == (180, 180), report.rejects[:3]
+    assert _wait_landed(read, service, 180) == (180, 180)
+    shards_per_trace = read.query(
+        # tcpPort() is evaluated on the shard that holds the row.
+        "SELECT trace_id, groupUniqArray(tcpPort()) FROM agent_events WHERE service = {s:String} GROUP BY trace_id",
+        parameters={"s": service},
+    ).result_rows
+    assert len(shards_per_trace) == 60 and all(len(ports) == 1 for _, ports in shards_per_trace)
+    again = replay.replay_day(day, tmp_path, cluster_stack, read, run_id="cluster-again")
+    assert (again.produced, again.already_stored) == (0, 180)
+    assert _landed(read, service) == (180, 180)
+
+
+def test_kill_9_of_a_broker_under_load_loses_nothing(cluster_stack):
+    """While the Collector is sending, the broker leading the spans topic's first partition is killed; the
+    supervisor starts it again. Every acknowledged span lands exactly once across the shards."""
+    from metrics_platform import kafka_clients
+    from metrics_platform.stack import topology
+
+    service = f"brokerkill-{uuid.uuid4().hex[:8]}"
+    metadata = kafka_clients.admin(cluster_stack.kafka).list_topics(cluster_stack.kafka.spans_topic, timeout=10)
+    leader = metadata.topics[cluster_stack.kafka.spans_topic].partitions[0].leader
+    victim = topology.broker_daemon(cluster_stack, leader)
+    pid = victim.pid()
+    assert pid is not None
+    sent: list[int] = []
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            deadline = time.monotonic() + 20
+            seed = 0
+            while time.monotonic() < deadline:
+                sent.append(_send_traces(cluster_stack, service, traces=40, seed=seed))
+                seed += 1
+                time.sleep(0.1)
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    time.sleep(5)
+    os.kill(pid, signal.SIGKILL)
+    sender.join()
+    assert not errors, errors
+    wait_for(lambda: victim.pid() not in (None, pid), 30, f"broker {leader} restarted by the supervisor")
+    total, unique = _wait_landed(_client(cluster_stack), service, sum(sent), timeout_s=150)
+    print(f"broker {leader} kill: {sum(sent)} spans sent, {unique} stored, {total - unique} stored twice")
+    assert (total, unique) == (sum(sent), sum(sent)), f"{total - sum(sent)} duplicated, {sum(sent) - unique} lost"
+    assert victim.restarts() >= 1
+
+
+def test_kill_9_of_a_shard_server_under_load_loses_nothing(cluster_stack):
+    """Shard 2's server is killed while spans arrive; the supervisor starts it again from its data directory.
+    Every acknowledged span is stored; the Kafka engine is at-least-once, so a block the dead server had
+    stored but not committed may be stored again by the server that takes its partitions over."""
+    from metrics_platform.stack import topology
+
+    service = f"shardkill-{uuid.uuid4().hex[:8]}"
+    victim = topology.shard_daemon(cluster_stack, 2)
+    pid = victim.pid()
+    assert pid is not None
+    sent: list[int] = []
+
+    def load() -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            sent.append(_send_traces(cluster_stack, service, traces=40, seed=len(sent)))
+            time.sleep(0.1)
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    time.sleep(4)
+    os.kill(pid, signal.SIGKILL)
+    sender.join()
+    node = topology.shards(cluster_stack, TOPOLOGY)[1]
+    wait_for(lambda: victim.pid() not in (None, pid) and topology._healthy(node), 90, "shard 2 restarted")
+    total, unique = _wait_landed(_client(cluster_stack), service, sum(sent), timeout_s=150)
+    print(f"shard kill: {sum(sent)} spans sent, {unique} stored, {total - unique} stored twice")
+    assert unique == sum(sent), f"{sum(sent) - unique} spans lost"
+    assert victim.restarts() >= 1
