@@ -32,6 +32,9 @@ def test_every_dashboard_question_runs_reads_its_rollup_and_endpoint_usage_adds_
         for kind in ("agent", "tool", "http", "internal")
     ]  # fmt: skip
     ingest(stack.kafka, ch, service, events + steps)
+    # cost by user reads a table refreshed every 5 minutes: refresh it now
+    ch.command("SYSTEM REFRESH VIEW refresh_user_cost_30d")
+    ch.command("SYSTEM WAIT VIEW refresh_user_cost_30d")
 
     answers = {name: dashboards.run(ch, name) for name in dashboards.available()}
     assert set(answers) >= {"errors_by_model_24h", "p95_latency_by_route_7d", "usage_by_endpoint_24h"}
@@ -51,3 +54,16 @@ def test_every_dashboard_question_runs_reads_its_rollup_and_endpoint_usage_adds_
     assert (row["route"], row["requests"], row["llm_calls"], row["tokens"]) == ("POST /v1/dash", 40, 40, 600)
     assert float(row["cost_usd"]) == 10.0
     assert 130 <= row["p95_ms"] <= 139  # t-digest over 100..139 ms
+
+    # the refreshed per-user table answers what raw events say for the same user and window
+    assert answers["cost_by_user_30d"].columns == ("user_id_hash", "requests", "failed_requests", "cost_usd")
+    table = ch.query(
+        "SELECT sum(requests), sum(failed_requests), sum(cost_usd) FROM user_cost_30d WHERE user_id_hash = {u:String}",
+        parameters={"u": "ab" * 32},
+    ).result_rows[0]
+    raw = ch.query(
+        "SELECT countIf(is_request), countIf(is_request AND status != 'ok'), sum(cost_usd) FROM agent_events "
+        "WHERE user_id_hash = {u:String} AND toDate(ts) >= today() - 30",
+        parameters={"u": "ab" * 32},
+    ).result_rows[0]
+    assert table == raw and raw[0] >= 40
