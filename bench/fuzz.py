@@ -11,8 +11,10 @@ lag 0 after the last message was produced.
 
 Zero-byte messages are produced too. ClickHouse's Kafka engine reads an empty message (it is counted
 in system.kafka_consumers.num_messages_read, which the bench prints next to the messages in Kafka) but
-yields no row for it, so no materialized view, and no dead letter, ever sees it: its offset is
-consumed and committed, and it is found in neither dead_letters nor span_inbox.
+yields no row for it, so no materialized view sees it: its offset is consumed and committed with no row
+in span_inbox or dead_letters. The bench then runs the check of the empty_messages_sensor once (a first
+check: no cursor), which writes one dead letter per such offset (metrics_platform/empty_messages.py), and
+reports how many zero-byte messages have one with that reason.
 
 Oversized messages (above the topic's max.message.bytes) are refused by the broker at produce time
 (MSG_SIZE_TOO_LARGE): counted as refused, never in Kafka, so never in ClickHouse.
@@ -37,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from metrics_platform import clickhouse, kafka_clients, kafka_lag
+from metrics_platform import clickhouse, empty_messages, kafka_clients, kafka_lag
 from metrics_platform.settings import Settings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -406,6 +408,13 @@ def main() -> None:
                 break
             time.sleep(1.0)
         time.sleep(3)  # the last dead letters are in the same insert blocks; give the views a moment
+        # What the empty_messages_sensor does at its next tick (its first here: no cursor yet).
+        began = time.monotonic()
+        empty_check = empty_messages.check(settings.kafka, ch, ch, None, settings.ingest.inbox_retention_hours)
+        report(
+            f"empty-message check: {empty_check.count} dead letters written, {empty_check.examined:,} offsets "
+            f"examined in {time.monotonic() - began:.2f} s"
+        )
         letters: dict[tuple[str, int, int], list[str]] = {}
         for topic, partition, offset, error in ch.query(
             "SELECT source_topic, partition, offset, error FROM dead_letters"
@@ -440,11 +449,15 @@ def main() -> None:
                 in_kafka = [s for s in records if not s.error]
                 key = topic_names[topic]
                 dead = sum(1 for s in in_kafka if (key, s.partition, s.offset) in letters)
+                as_empty = sum(
+                    1 for s in in_kafka if empty_messages.REASON in letters.get((key, s.partition, s.offset), [])
+                )
                 stored_here = sum(1 for s in in_kafka if (key, s.partition, s.offset) in inbox)
                 errors = sorted({s.error for s in records if s.error})
                 print(
                     f"- {label} on the {topic} topic: {len(records)} sent, {refused} refused by Kafka {errors or ''}, "
-                    f"{len(in_kafka)} in Kafka, {dead} in dead_letters, {stored_here} in span_inbox"
+                    f"{len(in_kafka)} in Kafka, {dead} in dead_letters ({as_empty} as empty messages), "
+                    f"{stored_here} in span_inbox"
                 )
         print(
             f"\nCoverage: {total_covered:,} / {total_sent:,} bad messages in dead_letters with the expected reason "

@@ -31,7 +31,9 @@ def test_definitions_load():
 
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
-    assert {"alert_rules_sensor", "run_failure_alert", "pipeline_health_sensor"} <= {s.name for s in repo.sensor_defs}
+    assert {"alert_rules_sensor", "run_failure_alert", "pipeline_health_sensor", "empty_messages_sensor"} <= {
+        s.name for s in repo.sensor_defs
+    }
     # The streamed tables are observed assets with a check, and every alert rule has one.
     keys = {check.name for check in defs.resolve_asset_graph().asset_check_keys}
     assert {"up_to_date", "rules_file_valid", "alert_request_errors", "alert_consumer_lag"} <= keys

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from metrics_platform import pipeline_health
+from metrics_platform import empty_messages, pipeline_health
 from metrics_platform.alerting import store
 from metrics_platform.defs.kafka import KAFKA_TOPICS
 from metrics_platform.defs.resources import ClickHouseResource, PlatformSettings
@@ -144,6 +144,51 @@ def _streams_and_samples(
     return events
 
 
+def build_empty_messages_sensor(minimum_interval_seconds: int = 60) -> dg.SensorDefinition:
+    """The sensor that dead-letters consumed Kafka messages that left no row; a factory so tests can call it."""
+
+    @dg.sensor(
+        name="empty_messages_sensor",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        asset_selection=[STREAMS["dead_letters"].key],
+    )
+    def empty_messages_sensor(
+        context: dg.SensorEvaluationContext, platform: PlatformSettings, clickhouse: ClickHouseResource
+    ) -> dg.SensorResult:
+        """Writes one dead letter (reason: empty Kafka message) for every offset ClickHouse's consumer groups
+        committed since the last tick that left no row in span_inbox or dead_letters: zero-byte messages,
+        which ClickHouse's Kafka engine reads without yielding a row. The cursor keeps the next offset per
+        topic partition; ``empty_messages_recorded`` on dead_letters counts what a tick wrote.
+        """
+        settings = platform.get()
+        cursor = empty_messages.Cursor.decode(context.cursor)
+        result = empty_messages.check(
+            settings.kafka,
+            clickhouse.get_reader(),
+            clickhouse.get_client(),
+            cursor,
+            settings.ingest.inbox_retention_hours,
+        )
+        where = ", ".join(f"{t}[{p}]: {len(o)}" for (t, p), o in sorted(result.recorded.items()))
+        if result.count:
+            context.log.warning(f"{result.count} empty Kafka message(s) recorded in dead_letters ({where})")
+        observation = dg.AssetObservation(
+            asset_key=STREAMS["dead_letters"].key,
+            metadata={"empty_messages_recorded": result.count, "offsets_examined": result.examined},
+        )
+        return dg.SensorResult(
+            asset_events=[observation],
+            cursor=result.cursor.encode(),
+            skip_reason=f"{result.count} empty Kafka messages recorded in dead_letters"
+            f"{f' ({where})' if where else ''}; {result.examined:,} consumed offsets examined",
+        )
+
+    return empty_messages_sensor
+
+
 defs = dg.Definitions(
-    assets=[PIPELINE, *STREAMS.values()], asset_checks=[streams_up_to_date], sensors=[build_pipeline_health_sensor()]
+    assets=[PIPELINE, *STREAMS.values()],
+    asset_checks=[streams_up_to_date],
+    sensors=[build_pipeline_health_sensor(), build_empty_messages_sensor()],
 )
