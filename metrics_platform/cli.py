@@ -384,9 +384,13 @@ def prices_load() -> None:
 def prices_unpriced(hours: int) -> None:
     """LLM calls whose model has no price in force, by model; exit 1 if there are any."""
     from metrics_platform import clickhouse
+    from metrics_platform.cluster import merge_unpriced
     from metrics_platform.prices.load import unpriced_models
+    from metrics_platform.stack import topology
 
-    found = unpriced_models(clickhouse.client(_settings().clickhouse), hours)
+    # Per server, summed: the price functions look up each server's own dictionaries.
+    servers = topology.servers(_settings())
+    found = merge_unpriced([unpriced_models(clickhouse.client(s.clickhouse), hours) for _, s in servers])
     for u in found:
         click.echo(f"{u.provider or '(none)':<16} {u.model or '(none)':<32} {u.response_model or '':<32} {u.calls:>8,}")
     if not found:

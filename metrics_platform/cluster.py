@@ -20,8 +20,11 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from xml.sax.saxutils import escape
 
+from metrics_platform.enrichment.cost import DayCost
+from metrics_platform.prices.load import UnpricedModel
 from metrics_platform.rollup_audit import AuditResult, Mismatch
 
 
@@ -204,7 +207,9 @@ def statement_transform(replicated: bool, with_on_cluster: bool, cluster: str) -
 
 # Tables every server keeps a full copy of (loaded per server, read by its own ingest): the read layer
 # shows one server's copy, since a Distributed table would count them once per shard.
-PER_SERVER_TABLES = frozenset({"schema_migrations", "model_prices", "model_price_aliases"})
+PER_SERVER_TABLES = frozenset(
+    {"schema_migrations", "model_prices", "model_price_aliases", "billing_accounts", "feature_flags"}
+)
 
 
 @dataclass(frozen=True)
@@ -273,6 +278,31 @@ def merge_audits(start: datetime, end: datetime, results: Sequence[tuple[str, Au
             Mismatch((label, *m.key) if label else m.key, m.field, m.rollup, m.raw) for m in result.mismatches
         ]
     return merged
+
+
+def merge_day_costs(per_server: Sequence[DayCost]) -> DayCost:
+    """One day's ``cost_by_account_daily`` totals from each server's recompute of its own events: sums (rows
+    written count once per server that wrote them)."""
+    days = {d.day for d in per_server}
+    if len(days) != 1:
+        raise ValueError(f"merge_day_costs: expected one day, got {sorted(days)}")
+    return DayCost(
+        per_server[0].day,
+        sum(d.accounts for d in per_server),
+        sum(d.calls for d in per_server),
+        sum((d.cost_usd for d in per_server), start=Decimal(0)),
+        sum((d.unassigned_cost_usd for d in per_server), start=Decimal(0)),
+    )
+
+
+def merge_unpriced(per_server: Sequence[Sequence[UnpricedModel]]) -> list[UnpricedModel]:
+    """Unpriced models found on each server (its own events), calls summed per model, most calls first."""
+    calls: dict[tuple[str, str, str], int] = {}
+    for found in per_server:
+        for u in found:
+            key = (u.provider, u.model, u.response_model)
+            calls[key] = calls.get(key, 0) + u.calls
+    return [UnpricedModel(*key, n) for key, n in sorted(calls.items(), key=lambda item: (-item[1], item[0]))]
 
 
 def shard_of_traces(rows: Mapping[str, set[int]]) -> dict[str, int]:

@@ -145,6 +145,57 @@ def test_topology_parsing_and_read_layer():
         cluster.shard_of_traces({"t1": {1}, "t2": {1, 2}})
 
 
+def test_per_server_results_merge_and_copies_are_read_once():
+    """Per-server work merges into one answer: cost-by-account totals add up, unpriced models sum their calls;
+    the enrichment tables every server keeps a copy of are read through a view of one copy."""
+    from metrics_platform.enrichment.cost import DayCost
+    from metrics_platform.prices.load import UnpricedModel
+
+    day = datetime(2026, 1, 2).date()
+    merged = cluster.merge_day_costs(
+        [DayCost(day, 3, 10, Decimal("1.5"), Decimal("0.5")), DayCost(day, 2, 5, Decimal("2"), Decimal(0))]
+    )
+    assert merged == DayCost(day, 5, 15, Decimal("3.5"), Decimal("0.5"))
+    with pytest.raises(ValueError, match="one day"):
+        cluster.merge_day_costs(
+            [DayCost(day, 1, 1, Decimal(1), Decimal(0)), DayCost(day.replace(day=3), 1, 1, Decimal(1), Decimal(0))]
+        )
+    a, b = UnpricedModel("openai", "x", "", 3), UnpricedModel("openai", "y", "", 4)
+    assert cluster.merge_unpriced([[a, b], [UnpricedModel("openai", "x", "", 2)], []]) == [
+        UnpricedModel("openai", "x", "", 5),
+        b,
+    ]
+    for table in ("billing_accounts", "feature_flags"):
+        ddl = cluster.read_layer_ddl("metrics", "metrics_cluster", "metrics", [LocalTable(table, "MergeTree", ("k",))])
+        assert ddl[1] == f"CREATE VIEW IF NOT EXISTS `metrics_cluster`.`{table}` AS SELECT * FROM `metrics`.`{table}`"
+
+
+def test_cluster_status_lists_what_the_cluster_was_started_with():
+    """Dagster and Superset rows stay in a cluster's status when `up` started them, DOWN once they stop; a
+    cluster started without them (a test's) lists neither while they do not run."""
+    from metrics_platform.stack.platform import ComponentStatus, cluster_service_rows
+
+    rows = [
+        ComponentStatus("kafka", False, "stopped"),
+        ComponentStatus("clickhouse", False, "stopped"),
+        ComponentStatus("otelcol", True, "pid 1"),
+        ComponentStatus("dagster-ui", False, "stopped"),
+        ComponentStatus("dagster-daemon", False, "stopped"),
+        ComponentStatus("dagster-code", False, "stopped"),
+    ]
+    names = lambda shown: [(r.name, r.running) for r in shown]  # noqa: E731
+    assert names(cluster_service_rows(rows, frozenset())) == [("otelcol", True)]
+    assert names(cluster_service_rows(rows, frozenset({"dagster", "superset"}))) == [
+        ("otelcol", True),
+        ("dagster-ui", False),
+        ("dagster-daemon", False),
+        ("dagster-code", False),
+        ("superset", False),
+    ]
+    running = [*rows[:3], ComponentStatus("superset", True, "pid 2")]
+    assert names(cluster_service_rows(running, frozenset({"dagster"}))) == [("otelcol", True), ("superset", True)]
+
+
 def test_users_file_grants_the_read_database(settings):
     from metrics_platform.stack import clickhouse_users
 
@@ -267,7 +318,7 @@ def _client(settings, shard: int | None = None, reader: bool = False):
     return clickhouse.client(ch)
 
 
-def _send_traces(settings, service: str, traces: int, children: int = 2, seed: int = 0) -> int:
+def _send_traces(settings, service: str, traces: int, children: int = 2, seed: int = 0, model: str = "gpt-4.1") -> int:
     """POST ``traces`` traces (a request span and ``children`` LLM spans each) through the Collector in
     requests of 20 traces; returns the spans sent (each acknowledged with 200: on the Collector's disk)."""
     import random
@@ -282,7 +333,7 @@ def _send_traces(settings, service: str, traces: int, children: int = 2, seed: i
                                   duration_ms=rng.choice([5, 50, 500, 5000]) * (1 + rng.random()))  # fmt: skip
             spans.append(root)
             for _ in range(children):
-                attrs = {"gen_ai.request.model": "gpt-4.1", "gen_ai.usage.input_tokens": rng.randrange(1, 5000),
+                attrs = {"gen_ai.request.model": model, "gen_ai.usage.input_tokens": rng.randrange(1, 5000),
                          "gen_ai.usage.output_tokens": rng.randrange(1, 500)}  # fmt: skip
                 spans.append(otlp_json.span(trace, "chat", attrs, parent=root["spanId"], kind=otlp_json.CLIENT,
                                             duration_ms=rng.expovariate(1 / 300)))  # fmt: skip
@@ -321,6 +372,16 @@ def test_cluster_runs_every_server_supervised(cluster_stack):
     shown = platform.status(cluster_stack)
     assert [r.name for r in shown] == [*(name for name, *_ in rows), "otelcol"]
     assert all(r.running for r in shown), shown
+    # `up` recorded that it started neither Dagster nor Superset; had it, they would show as DOWN now.
+    state = topology.cluster_dir(cluster_stack) / "topology.json"
+    assert json.loads(state.read_text())["services"] == [] and topology.started_services(cluster_stack) == set()
+    recorded = state.read_text()
+    try:
+        state.write_text(json.dumps({"topology": str(TOPOLOGY), "services": ["dagster", "superset"]}))
+        down = [r.name for r in platform.status(cluster_stack) if not r.running]
+        assert down == ["dagster-ui", "dagster-daemon", "dagster-code", "superset"]
+    finally:
+        state.write_text(recorded)
     # Every server holds the single-node schema with a ledger of its own, and the read layer.
     for shard in (1, 2):
         ch = _client(cluster_stack, shard)
@@ -489,6 +550,67 @@ def test_dagster_objects_read_every_shard(cluster_stack):
     tick = build_alert_sensor(checked_rules=rules)(context)
     message = tick.skip_reason.skip_message if tick.skip_reason else ""
     assert f"{len(rules)} rules" in message and "not evaluated" not in message, message
+
+
+def test_per_server_work_covers_every_shard(cluster_stack):
+    """Dagster's enrichment loads put a full copy on every shard (read once through the read layer), cost by
+    account covers every shard's events, the retention checks and storage inspect every shard, and unpriced
+    models are counted on every shard (CLI and Dagster check alike)."""
+    import dagster as dg
+    from click.testing import CliRunner
+
+    from metrics_platform.cli import main
+    from metrics_platform.defs import resources
+    from metrics_platform.defs.enrichment import billing_accounts, cost_by_account_daily, feature_flags
+    from metrics_platform.defs.prices import model_prices, models_without_price
+    from metrics_platform.defs.retention import nothing_past_retention, table_storage, ttl_matches_configuration
+
+    model = f"mp-unpriced-{uuid.uuid4().hex[:8]}"
+    service = f"per-server-{uuid.uuid4().hex[:8]}"
+    sent = _send_traces(cluster_stack, service, traces=60, seed=5, model=model)
+    _wait_landed(_client(cluster_stack), service, sent)
+    reader = _client(cluster_stack)
+    result = dg.materialize([billing_accounts, feature_flags, cost_by_account_daily], resources=resources.resources())
+    assert result.success
+    for table in ("billing_accounts", "feature_flags"):
+        copies = _per_shard(cluster_stack, f"SELECT count() FROM {table}")
+        assert copies[0] > 0 and copies[0] == copies[1], (table, copies)
+        assert int(reader.command(f"SELECT count() FROM {table}")) == copies[0], table  # one copy read
+    days = "(SELECT DISTINCT day FROM cost_by_account_daily)"
+    per_shard_cost = _per_shard(cluster_stack, "SELECT toUInt64(sum(cost_usd) * 1e6) FROM cost_by_account_daily")
+    events_cost = _per_shard(
+        cluster_stack, f"SELECT toUInt64(sum(cost_usd) * 1e6) FROM agent_events WHERE toDate(ts) IN {days}"
+    )
+    assert all(per_shard_cost) and per_shard_cost == events_cost
+    (cost,) = [m for m in result.get_asset_materialization_events() if m.asset_key == cost_by_account_daily.key]
+    assert round(cost.materialization.metadata["cost_usd"].value * 1e6) == pytest.approx(sum(events_cost), abs=2)
+
+    checks = [ttl_matches_configuration, nothing_past_retention]
+    result = dg.materialize([table_storage, *checks], resources=resources.resources())
+    assert (
+        all(e.passed for e in result.get_asset_check_evaluations()) and len(result.get_asset_check_evaluations()) == 2
+    )
+    (storage,) = result.get_asset_materialization_events()
+    rows = _per_shard(
+        cluster_stack,
+        "SELECT sum(rows) FROM system.parts WHERE active AND database = currentDatabase() AND table = 'agent_events'",
+    )
+    assert storage.materialization.metadata["agent_events.rows"].value == sum(rows) and all(rows)
+
+    llm_calls = sent * 2 // 3  # two LLM spans under each request span
+    shards = _per_shard(cluster_stack, "SELECT count() FROM agent_events WHERE model = {m:String}", {"m": model})
+    assert all(shards) and sum(shards) == llm_calls, shards
+    out = CliRunner().invoke(main, ["prices", "unpriced"])
+    assert out.exit_code == 1 and [line.split()[-1] for line in out.output.splitlines() if model in line] == [
+        f"{llm_calls:,}"
+    ]
+    result = dg.materialize(
+        [model_prices, models_without_price],
+        resources=resources.resources(),
+        selection=dg.AssetSelection.checks(models_without_price),
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and model in evaluation.metadata["models"].value
 
 
 def test_cli_readers_answer_from_every_shard(cluster_stack):

@@ -367,6 +367,8 @@ def test_collector_config_validates_under_the_compose_environment(compose: dict[
         "--config=/etc/otelcol/config.yaml",
         "--config=/etc/otelcol/pii-processors.json",
         "--config=/etc/otelcol/listen.yaml",
+        "--config=/etc/otelcol/otlp-tls.yaml",
+        "--config=/etc/otelcol/otlp-auth.yaml",
     ]
 
 
@@ -378,6 +380,152 @@ def test_collector_config_validates_under_the_chart_environment(rendered: list[d
     for key in ("OTLP_MAX_REQUEST_BYTES", "COLLECTOR_BATCH_MAX_BYTES", "COLLECTOR_MAX_RECORD_BYTES"):
         name = f"METRICS_PLATFORM_{key}"
         assert env[name] == launcher[name], name
+
+
+# --- OTLP TLS and bearer tokens: the manifests' overlays against the launcher's rendering -----------------
+
+OTLP_OVERRIDES = {name: COMPOSE_DIR / f"docker-compose.otlp-{name}.yml" for name in ("tls", "auth")}
+OTLP_OPTIONS = [(True, False), (False, True), (True, True)]
+
+
+def _merge_compose(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``docker compose -f base -f override``'s merge for the keys our overrides use (the Compose
+    Specification's merge rules): mappings merge, ``volumes`` by container path, ``secrets`` append."""
+    merged = copy.deepcopy(base)
+    for name, service in override.get("services", {}).items():
+        target = merged["services"][name]
+        target["environment"] = {**target.get("environment", {}), **service.get("environment", {})}
+        mounts = {v.split(":")[1]: v for v in target.get("volumes", [])}
+        mounts |= {v.split(":")[1]: v for v in service.get("volumes", [])}
+        target["volumes"] = list(mounts.values())
+        target["secrets"] = [*target.get("secrets", []), *service.get("secrets", [])]
+    merged["secrets"] = {**merged.get("secrets", {}), **override.get("secrets", {})}
+    return merged
+
+
+def _effective_otlp(argv_configs: list[str], files: dict[str, Path], env: dict[str, str], tmp_path: Path) -> dict:
+    """What the real Collector makes of a command line's --config files (``files`` maps each in-container
+    path to the repository's file) under ``env``: its receivers' TLS/auth, the authenticator, the extensions."""
+    settings = _collector_settings()
+    paths = [files[c.removeprefix("--config=")] for c in argv_configs]
+    env = {"PATH": os.environ["PATH"], **env, "METRICS_PLATFORM_COLLECTOR_STORAGE_DIR": str(tmp_path / "queue")}
+    argv = [collector.build(settings), "print-config", "--mode=unredacted", "--format=json"]
+    config = json.loads(_run([*argv, *[f"--config={p}" for p in paths]], env=env).stdout)
+    return _otlp_security(config)
+
+
+def _otlp_security(config: dict) -> dict:
+    protocols = config["receivers"]["otlp"]["protocols"]
+    return {
+        "protocols": {p: {k: protocols[p].get(k) for k in ("tls", "auth")} for p in ("grpc", "http")},
+        "bearertokenauth": (config.get("extensions") or {}).get("bearertokenauth"),
+        "service_extensions": config["service"]["extensions"],
+    }
+
+
+def _launcher_otlp(env: dict[str, str], tls: bool, auth: bool, tmp_path: Path) -> dict:
+    """The same, for `make up` with the TLS/token settings the manifests give the container."""
+    settings = _collector_settings()
+    c = dataclasses.replace(
+        settings.collector,
+        tls_cert=env["METRICS_PLATFORM_OTLP_TLS_CERT"] if tls else "",
+        tls_key=env["METRICS_PLATFORM_OTLP_TLS_KEY"] if tls else "",
+        auth=auth,
+        token_file=env["METRICS_PLATFORM_OTLP_TOKEN_FILE"] if auth else "",
+    )
+    settings = dataclasses.replace(settings, collector=c, state_dir=tmp_path / "launcher")
+    pii = pii_policy.write(settings.collector.pii_policy, False, tmp_path / "pii-processors.json")
+    network = collector.write_network_config(settings)
+    assert network is not None
+    files = {str(p): p for p in (collector.CONFIG, pii, network)}
+    return _effective_otlp([f"--config={p}" for p in files], files, env, tmp_path)
+
+
+def _compose_otlp(service: dict[str, Any], tmp_path: Path) -> tuple[dict[str, str], dict]:
+    """The Compose collector's environment and its effective OTLP security, with its bind-mounted files."""
+    sample = {"METRICS_PLATFORM_PII_SALT": "0123456789abcdef"}
+    env = {k: _interpolate(str(v), sample) for k, v in service["environment"].items()}
+    files = {v.split(":")[1]: (COMPOSE_DIR / v.split(":")[0]).resolve() for v in service["volumes"] if v[0] == "."}
+    pii = pii_policy.write(_collector_settings().collector.pii_policy, False, tmp_path / "pii-processors.json")
+    files |= {"/etc/otelcol/config.yaml": collector.CONFIG, "/etc/otelcol/pii-processors.json": pii}
+    return env, _effective_otlp(service["command"], files, env, tmp_path)
+
+
+@pytest.mark.parametrize(("tls", "auth"), OTLP_OPTIONS)
+def test_compose_otlp_overrides_give_the_launchers_tls_and_token_config(
+    compose: dict[str, Any], tls: bool, auth: bool, tmp_path: Path
+) -> None:
+    merged = compose
+    for name, on in (("tls", tls), ("auth", auth)):
+        if on:
+            merged = _merge_compose(merged, yaml.safe_load(OTLP_OVERRIDES[name].read_text()))
+    _import("check_jsonschema")
+    vendor = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+    schema = json.loads((vendor / "compose-spec.json").read_text())
+    errors = [e.message for e in jsonschema.validators.validator_for(schema)(schema).iter_errors(merged)]
+    assert errors == []
+    service = merged["services"]["collector"]
+    assert set(service["secrets"]) <= set(merged["secrets"])
+    env, got = _compose_otlp(service, tmp_path)
+    assert got == _launcher_otlp(env, tls, auth, tmp_path)
+    assert (got["protocols"]["grpc"]["tls"] is not None) == tls and (got["bearertokenauth"] is not None) == auth
+    # The secrets' files come from the uncommitted .env, like every other secret.
+    for secret in service["secrets"]:
+        assert re.fullmatch(r"\$\{\w+:\?[^}]*\}", merged["secrets"][secret]["file"]), secret
+    referenced = {m.group(1) for path in OTLP_OVERRIDES.values() for m in INTERPOLATION.finditer(path.read_text())}
+    assert referenced <= set(_env_example())
+
+
+def test_compose_without_overrides_has_no_otlp_tls_or_token(compose: dict[str, Any], tmp_path: Path) -> None:
+    _, got = _compose_otlp(compose["services"]["collector"], tmp_path)
+    assert got["protocols"] == {p: {"tls": None, "auth": None} for p in ("grpc", "http")}
+    assert got["bearertokenauth"] is None and "bearertokenauth" not in got["service_extensions"]
+
+
+@pytest.mark.parametrize(("tls", "auth"), OTLP_OPTIONS)
+def test_helm_otlp_options_give_the_launchers_tls_and_token_config(tls: bool, auth: bool, tmp_path: Path) -> None:
+    options = {
+        "collector.otlp.tls.enabled": str(tls).lower(),
+        "collector.otlp.tls.secretName": "otlp-tls",
+        "collector.otlp.auth.enabled": str(auth).lower(),
+        "collector.otlp.auth.secretName": "otlp-tokens",
+    }
+    argv = [_helm(), "template", RELEASE, CHART, "--namespace", NAMESPACE, "--kube-version", KUBE_VERSIONS[-1]]
+    out = _run([*argv, *_helm_args(), *[a for k, v in options.items() for a in ("--set", f"{k}={v}")]])
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    kubernetes_validate = _import("kubernetes_validate")
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
+    name = f"{RELEASE}-metrics-platform-collector"
+    pod = _pod_spec(_find(docs, "Deployment", name))
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value", "0123456789abcdef") for e in container["env"]}
+    files = {}
+    for key, text in _find(docs, "ConfigMap", name)["data"].items():
+        (tmp_path / key).write_text(text)
+        files[f"/etc/otelcol-listen/{key}"] = tmp_path / key
+    pii = pii_policy.write(_collector_settings().collector.pii_policy, False, tmp_path / "pii-processors.json")
+    files |= {"/etc/otelcol/config.yaml": collector.CONFIG, "/etc/otelcol/pii-processors.json": pii}
+    got = _effective_otlp(container["args"], files, env, tmp_path)
+    assert got == _launcher_otlp(env, tls, auth, tmp_path)
+    # The files the config names are where the Secrets are mounted.
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    if tls:
+        assert secrets["otlp-tls"] == "otlp-tls"
+        assert env["METRICS_PLATFORM_OTLP_TLS_CERT"] == f"{mounts['otlp-tls']}/tls.crt"
+    if auth:
+        assert secrets["otlp-token"] == "otlp-tokens"
+        assert env["METRICS_PLATFORM_OTLP_TOKEN_FILE"] == f"{mounts['otlp-token']}/token"
+
+
+def test_helm_otlp_tls_needs_its_secret() -> None:
+    argv = [_helm(), "template", RELEASE, CHART, "--kube-version", KUBE_VERSIONS[-1], *_helm_args()]
+    for option in ("tls", "auth"):
+        result = subprocess.run(
+            [*map(str, argv), "--set", f"collector.otlp.{option}.enabled=true"], capture_output=True, text=True
+        )
+        assert result.returncode != 0 and f"collector.otlp.{option}.secretName is required" in result.stderr
 
 
 # --- Helm ---------------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """Enrichment: billing accounts and feature flags from files or URLs, and cost by billing account."""
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 
 import dagster as dg
 
+from metrics_platform.cluster import merge_day_costs
 from metrics_platform.defs.days import DaysConfig
 from metrics_platform.defs.resources import ClickHouseResource, PlatformSettings
 from metrics_platform.defs.schema import AGENT_EVENTS_SCHEMA, ENRICHMENT_SCHEMA
@@ -71,6 +72,28 @@ def _rejects_md(report: LoadReport) -> dg.MetadataValue:
     return dg.MetadataValue.md("| where | reason |\n|---|---|\n" + "\n".join(lines) + tail)
 
 
+def _load_on_every_server(
+    context: dg.AssetExecutionContext,
+    config: SourceConfig,
+    clickhouse: ClickHouseResource,
+    load: Callable[..., LoadReport],
+    source: str,
+    what: str,
+) -> LoadReport:
+    """Load ``source`` with ``load`` into every server: on a local cluster each shard keeps a full copy, which
+    its own cost_by_account_daily joins its events to (readers see one copy through a view)."""
+    report = None
+    for label, ch in clickhouse.get_server_clients():
+        with _as_failure():
+            report = load(
+                ch, source, timeout_s=config.timeout_seconds, run_id=_run_id(context), allow_empty=config.allow_empty
+            )
+        where = f" into {label}" if label else ""
+        context.log.info(f"{report.source}: loaded {report.loaded:,} {what}{where}, rejected {len(report.rejects):,}")
+    assert report is not None, "no ClickHouse server to load into"
+    return report
+
+
 def _load_result(report: LoadReport, extra: dict[str, dg.MetadataValue]) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
@@ -120,14 +143,9 @@ def billing_accounts(
     metadata and the `source_rows_valid` check); the table is replaced atomically.
     """
     settings = platform.get()
-    ch = clickhouse.get_client()
     source = config.source or default_billing_accounts_source(settings.state_dir, settings.pii_salt())
-    with _as_failure():
-        report = load_billing_accounts(
-            ch, source, timeout_s=config.timeout_seconds, run_id=_run_id(context), allow_empty=config.allow_empty
-        )
-    context.log.info(f"{report.source}: loaded {report.loaded:,} accounts, rejected {len(report.rejects):,}")
-    plans = plan_summary(ch)
+    report = _load_on_every_server(context, config, clickhouse, load_billing_accounts, source, "accounts")
+    plans = plan_summary(clickhouse.get_reader())
     return _load_result(
         report,
         {
@@ -162,14 +180,9 @@ def feature_flags(
     variant; JSON may also nest them as {"agents": {name: {flag: value}}, "routes": {...}}.
     Metadata lists flag targets without traffic in the last 7 days (usually typos).
     """
-    ch = clickhouse.get_client()
     source = config.source or default_feature_flags_source()
-    with _as_failure():
-        report = load_feature_flags(
-            ch, source, timeout_s=config.timeout_seconds, run_id=_run_id(context), allow_empty=config.allow_empty
-        )
-    context.log.info(f"{report.source}: loaded {report.loaded:,} flags, rejected {len(report.rejects):,}")
-    idle = flag_targets_without_traffic(ch)
+    report = _load_on_every_server(context, config, clickhouse, load_feature_flags, source, "flags")
+    idle = flag_targets_without_traffic(clickhouse.get_reader())
     return _load_result(
         report,
         {"targets_without_traffic_7d": dg.MetadataValue.json([f"{scope}:{target}" for scope, target in idle])},
@@ -192,11 +205,14 @@ def cost_by_account_daily(
     the current billing accounts; each day is swapped in whole, so re-running is safe and a
     reloaded account mapping re-attributes those days. Steps without a user (tool calls) count
     for the user of their trace; users without an account are under 'unassigned'.
+
+    On a local cluster each shard recomputes its own events (a trace lives on one shard), and readers sum the
+    shards' rows; `users` then counts a user once per shard that holds some of their traces.
     """
-    ch = clickhouse.get_client()
     days = config.day_list()
-    totals = refresh_cost_by_account(ch, days)
-    top = top_accounts(ch, days[0], days[-1], TOP_ACCOUNTS_SHOWN)
+    per_server = [refresh_cost_by_account(ch, days) for _, ch in clickhouse.get_server_clients()]
+    totals = [merge_day_costs(same_day) for same_day in zip(*per_server, strict=True)]
+    top = top_accounts(clickhouse.get_reader(), days[0], days[-1], TOP_ACCOUNTS_SHOWN)
     cost = sum((t.cost_usd for t in totals), start=Decimal(0))
     unassigned = sum((t.unassigned_cost_usd for t in totals), start=Decimal(0))
     context.log.info(f"recomputed {len(days)} day(s) {days[0]}..{days[-1]}: ${cost:.2f}, ${unassigned:.2f} unassigned")

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from metrics_platform.cluster import merge_unpriced
 from metrics_platform.defs.resources import ClickHouseResource, PlatformSettings
 from metrics_platform.defs.schema import AGENT_EVENTS_SCHEMA, PRICES_SCHEMA
 from metrics_platform.prices import load, recompute
@@ -64,7 +65,8 @@ def models_without_price(clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
     data/prices/overrides.yaml (or waiting for a genai-prices release), materializing
     `model_prices`, then `cost_recompute` for the affected days.
     """
-    unpriced = load.unpriced_models(clickhouse.get_client(), hours=24)
+    # Per server: the price functions look up each server's own dictionaries (not in the read database).
+    unpriced = merge_unpriced([load.unpriced_models(ch, hours=24) for _, ch in clickhouse.get_server_clients()])
     rows = "\n".join(
         f"| {u.provider or '—'} | {u.model or '—'} | {u.response_model or '—'} | {u.calls:,} |"
         for u in unpriced[:MAX_ROWS_SHOWN]

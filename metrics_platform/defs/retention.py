@@ -9,6 +9,16 @@ from metrics_platform.defs.schema import AGENT_EVENTS_SCHEMA
 STORAGE = dg.AssetKey("table_storage")
 
 
+def _inspect(clickhouse: ClickHouseResource, days: int) -> list[tuple[str, retention.TableRetention]]:
+    """Each retained table of each server that holds events: (``"shard <n> "`` on a local cluster, else "",
+    the table). Every shard keeps its own tables, TTLs and merges, so each is checked."""
+    return [
+        (f"{label} " if label else "", t)
+        for label, ch in clickhouse.get_server_clients()
+        for t in retention.inspect(ch, days)
+    ]
+
+
 @dg.asset(
     key=STORAGE,
     group_name="retention",
@@ -19,13 +29,17 @@ STORAGE = dg.AssetKey("table_storage")
 def table_storage(platform: PlatformSettings, clickhouse: ClickHouseResource) -> dg.MaterializeResult:
     """Rows and bytes of each retained ClickHouse table, as numeric metadata the UI plots.
 
-    Materialized hourly by `retention_schedule`, together with the retention checks.
+    Materialized hourly by `retention_schedule`, together with the retention checks. On a local cluster the
+    figures are the sums over the shards.
     """
-    tables = retention.inspect(clickhouse.get_client(), platform.get().retention_days)
+    totals: dict[str, tuple[int, int]] = {}
+    for _, t in _inspect(clickhouse, platform.get().retention_days):
+        rows, size = totals.get(t.table, (0, 0))
+        totals[t.table] = (rows + t.rows, size + t.bytes_on_disk)
     metadata: dict[str, dg.MetadataValue] = {}
-    for t in tables:
-        metadata[f"{t.table}.rows"] = dg.MetadataValue.int(t.rows)
-        metadata[f"{t.table}.bytes"] = dg.MetadataValue.int(t.bytes_on_disk)
+    for table, (rows, size) in totals.items():
+        metadata[f"{table}.rows"] = dg.MetadataValue.int(rows)
+        metadata[f"{table}.bytes"] = dg.MetadataValue.int(size)
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -33,8 +47,7 @@ def table_storage(platform: PlatformSettings, clickhouse: ClickHouseResource) ->
 def ttl_matches_configuration(platform: PlatformSettings, clickhouse: ClickHouseResource) -> dg.AssetCheckResult:
     """Each retained table's TTL equals METRICS_PLATFORM_RETENTION_DAYS."""
     wanted = platform.get().retention_days
-    tables = retention.inspect(clickhouse.get_client(), wanted)
-    wrong = {t.table: str(t.ttl_days) for t in tables if t.ttl_days != wanted}
+    wrong = {where + t.table: str(t.ttl_days) for where, t in _inspect(clickhouse, wanted) if t.ttl_days != wanted}
     return dg.AssetCheckResult(
         passed=not wrong,
         metadata={"configured_days": wanted, "tables_with_other_ttl": wrong},
@@ -49,8 +62,7 @@ def nothing_past_retention(platform: PlatformSettings, clickhouse: ClickHouseRes
     merge_with_ttl_timeout); rows found past retention mean TTL merges are not running.
     """
     days = platform.get().retention_days
-    tables = retention.inspect(clickhouse.get_client(), days)
-    expired = {t.table: t.expired_rows for t in tables if t.expired_rows}
+    expired = {where + t.table: t.expired_rows for where, t in _inspect(clickhouse, days) if t.expired_rows}
     return dg.AssetCheckResult(
         passed=not expired,
         severity=dg.AssetCheckSeverity.WARN,

@@ -250,6 +250,18 @@ def _with_cluster(settings: Settings, rows: list[ComponentStatus]) -> list[Compo
         ComponentStatus(name, *_supervised(daemon, healthy, where))
         for name, daemon, where, healthy in local_cluster.status(settings, cluster)
     ]
-    # Dagster and Superset: listed only when they run (a test's or `up --no-superset`'s cluster has neither).
-    others = [r for r in rows if r.name not in ("kafka", "clickhouse") and (r.running or r.name == "otelcol")]
-    return [*servers, *others]
+    return [*servers, *cluster_service_rows(rows, local_cluster.started_services(settings))]
+
+
+def cluster_service_rows(rows: list[ComponentStatus], started: frozenset[str]) -> list[ComponentStatus]:
+    """A cluster's rows besides its servers: the Collector always; Dagster's and Superset's when the cluster was
+    started with them (so they show DOWN once they stop) or while they run. A test's cluster starts neither."""
+
+    def expected(name: str) -> bool:
+        return name == "otelcol" or name.split("-")[0] in started
+
+    kept = [r for r in rows if r.name not in ("kafka", "clickhouse") and (r.running or expected(r.name))]
+    if "superset" in started and all(r.name != "superset" for r in kept):
+        # The single-node list leaves out a Superset that never ran under this supervisor.
+        kept.append(ComponentStatus("superset", False, "not running"))
+    return kept

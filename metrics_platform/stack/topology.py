@@ -13,12 +13,14 @@
 
 Every process runs under the stack's supervisord like the single-node ones (names ``kafka-<i>`` and
 ``clickhouse-<s>``); shard 1 and broker 1 keep the platform's configured ports, so the Collector's and
-ClickHouse's URLs stay the same. The topology is kept in ``<state>/cluster/topology.json`` so that
-``down`` and ``status`` know what runs. Dagster (and Superset, when asked) start as in single-node mode,
-with the same starters; every reader (Superset's connection, Dagster's reading checks and sensors, the CLI's
-``summary``/``dashboard``/``audit``) finds the read database through ``clickhouse.read_database``, which
-sees the topology file. Per-server writes (migrations, price loads, cost recompute, rollup repair) run on
-every shard from the CLI (``servers``); Dagster's writing assets act on shard 1 only (docs/runbook.md).
+ClickHouse's URLs stay the same. The topology and the services started with it are kept in
+``<state>/cluster/topology.json`` so that ``down`` and ``status`` know what runs and what should. Dagster
+(and Superset, when asked) start as in single-node mode, with the same starters; every reader (Superset's
+connection, Dagster's reading checks and sensors, the CLI's ``summary``/``dashboard``/``audit``) finds the
+read database through ``clickhouse.read_database``, which sees the topology file. Per-server work (migrations,
+price and enrichment loads, cost and cost-by-account recompute, rollup repair, retention and unpriced-model
+checks) runs on every shard, from the CLI and Dagster alike (``servers``); model drift is computed from
+shard 1's events only (docs/runbook.md, "Cluster mode").
 """
 
 from __future__ import annotations
@@ -58,6 +60,16 @@ def active(settings: Settings) -> Topology | None:
     except FileNotFoundError:
         return None
     return Topology.parse(data["topology"])
+
+
+def started_services(settings: Settings) -> frozenset[str]:
+    """What ``up`` started besides the servers and the Collector ("dagster", "superset"), from topology.json;
+    empty when no cluster is set up (or one set up before this was recorded)."""
+    try:
+        data = json.loads((cluster_dir(settings) / "topology.json").read_text())
+    except FileNotFoundError:
+        return frozenset()
+    return frozenset(data.get("services", ()))
 
 
 def read_database(settings: Settings) -> str:
@@ -338,7 +350,9 @@ def up(
     if current is not None and current != topology:
         raise StackError(f"a local cluster ({current}) is set up in {settings.state_dir}: run `down` first")
     cluster_dir(settings).mkdir(parents=True, exist_ok=True)
-    (cluster_dir(settings) / "topology.json").write_text(json.dumps({"topology": str(topology)}))
+    # What runs, for `down` and `status` (which shows a started service as DOWN when it is not running).
+    services = [name for name, wanted in (("dagster", with_dagster), ("superset", with_superset)) if wanted]
+    (cluster_dir(settings) / "topology.json").write_text(json.dumps({"topology": str(topology), "services": services}))
     cs = cluster_settings(settings, topology)
     try:
         from metrics_platform import kafka_clients
