@@ -59,7 +59,7 @@ SELECT
 FROM
 (
     SELECT model, operation, tokens_completion, {REFUSAL_SQL} AS refused
-    FROM agent_events
+    FROM {{source:Identifier}}.agent_events
     WHERE toDate(ts) = {{day:Date}} AND kind = 'llm' AND model != ''
 )
 WHERE tokens_completion > 0 OR operation IN {{ops:Array(String)}} OR refused
@@ -83,14 +83,20 @@ class DayStats:
     tokens_sum: int
 
 
-def refresh_model_drift(ch: Client, days: Sequence[date]) -> list[DayStats]:
+def refresh_model_drift(ch: Client, days: Sequence[date], source_database: str = "") -> list[DayStats]:
     """Recompute ``model_drift_daily`` for ``days`` from raw events; returns the rows written.
 
+    ``source_database`` holds the ``agent_events`` to read (default: ``ch``'s own database); on a cluster,
+    the read database of Distributed tables, since length quantiles cannot be merged from per-shard rows.
     Idempotent: each day's partition is replaced atomically (a day without LLM calls is emptied).
     """
+    source = source_database or ch.command("SELECT currentDatabase()")
 
     def fill(staging: str, day: date) -> None:
-        ch.command(_DRIFT_SQL, parameters={"staging": staging, "day": day, "ops": list(GENERATION_OPERATIONS)})
+        ch.command(
+            _DRIFT_SQL,
+            parameters={"staging": staging, "day": day, "ops": list(GENERATION_OPERATIONS), "source": source},
+        )
 
     replace_day_partitions(ch, "model_drift_daily", days, fill)
     return daily_stats(ch, min(days), max(days)) if days else []

@@ -552,6 +552,26 @@ def test_dagster_objects_read_every_shard(cluster_stack):
     assert f"{len(rules)} rules" in message and "not evaluated" not in message, message
 
 
+def test_model_drift_counts_the_calls_of_every_shard(cluster_stack):
+    """Model drift is computed once, from the read layer's agent_events: a model's calls on both shards
+    count (length quantiles cannot be merged from per-shard rows)."""
+    from metrics_platform import drift
+    from metrics_platform.stack import topology
+
+    model, service = f"drift-{uuid.uuid4().hex[:8]}", f"drift-{uuid.uuid4().hex[:8]}"
+    _wait_landed(_client(cluster_stack), service, _send_traces(cluster_stack, service, traces=60, model=model))
+    read_database = topology.read_settings(cluster_stack).clickhouse.database
+    today = datetime.now(UTC).date()
+    stats = drift.refresh_model_drift(_client(cluster_stack, 1), [today], read_database)
+    (row,) = [s for s in stats if s.model == model]
+    shards = _per_shard(
+        cluster_stack,
+        "SELECT count() FROM agent_events WHERE model = {m:String} AND kind = 'llm' AND toDate(ts) = today()",
+        {"m": model},
+    )
+    assert all(shards) and row.llm_calls == sum(shards) == 120, (row, shards)
+
+
 def test_per_server_work_covers_every_shard(cluster_stack):
     """Dagster's enrichment loads put a full copy on every shard (read once through the read layer), cost by
     account covers every shard's events, the retention checks and storage inspect every shard, and unpriced

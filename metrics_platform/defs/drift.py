@@ -59,11 +59,11 @@ def model_drift_daily(
     Shows when a provider changes a model behind the same name: answers getting longer or shorter,
     refusals (refusal attribute, content_filter finish reason, ContentFilter errors) becoming more
     or less frequent. Recomputes the configured days (default: today and the 7 before, the
-    `model_drift_within_threshold` check's baseline) from raw events; each day is swapped in
-    whole, so re-running is safe.
+    `model_drift_within_threshold` check's baseline) from raw events (on a cluster, every shard's through
+    the read database); each day is swapped in whole, so re-running is safe.
     """
     days = config.day_list()
-    stats = drift.refresh_model_drift(clickhouse.get_client(), days)
+    stats = drift.refresh_model_drift(clickhouse.get_client(), days, clickhouse.read_database())
     last = [s for s in stats if s.day == days[-1]]
     context.log.info(f"recomputed {len(days)} day(s) {days[0]}..{days[-1]}: {len(stats)} model-days")
     lines = [

@@ -26,6 +26,10 @@ class ClickHouseResource(dg.ConfigurableResource):
     def get_client(self) -> Client:
         return clickhouse.client(Settings.from_env().clickhouse)
 
+    def read_database(self) -> str:
+        """The database readers use: on a cluster, the one of Distributed tables over every shard."""
+        return clickhouse.read_database(Settings.from_env())
+
     def get_reader(self) -> Client:
         """A client of the readers' database: on a cluster, the Distributed tables over every shard."""
         return clickhouse.reader(Settings.from_env())
