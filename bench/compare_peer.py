@@ -31,20 +31,19 @@ import contextlib
 import http.client
 import os
 import re
-import shutil
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from e2e_throughput import PLATFORM_CHECKS, build_payload, percentile, run_senders, start_probe  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
+from stacks import environment, fresh_state, stack_env  # noqa: E402
 
 from metrics_platform import clickhouse  # noqa: E402
 from metrics_platform.settings import Settings  # noqa: E402
@@ -54,20 +53,6 @@ from metrics_platform.stack.process import Daemon, http_get, require_free_ports,
 ROOT = Path(__file__).resolve().parent.parent
 PEER_SOURCE = ROOT / "bench" / "peer_otelcol"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-# Offsets from a port base, as tests/conftest.py derives a test stack's ports.
-PORT_OFFSETS = {
-    "KAFKA_PORT": 9092,
-    "KAFKA_CONTROLLER_PORT": 9093,
-    "CLICKHOUSE_HTTP_PORT": 8123,
-    "CLICKHOUSE_TCP_PORT": 9000,
-    "OTLP_GRPC_PORT": 4317,
-    "OTLP_HTTP_PORT": 4318,
-    "COLLECTOR_HEALTH_PORT": 13133,
-    "COLLECTOR_METRICS_PORT": 8888,
-    "DAGSTER_PORT": 3000,
-    "SUPERSET_PORT": 8088,
-    "SUPERSET_PORTAL_PORT": 8089,
-}
 PEER_CHECKS = {"queryable": "SELECT DISTINCT TraceId FROM otel_traces WHERE TraceId IN {t:Array(String)}"}
 BENCH_STAGE = "HTTP handler: the bench's probes and counts (excluded)"
 # After the last span is final: background merges still belong to the load (3 s keeps a default run under 6 min).
@@ -88,31 +73,6 @@ THREAD_STAGES = (
     (re.compile(r"^HTTPHandler"), BENCH_STAGE),
     (re.compile(r"^BgSchPool"), "background schedule pool (refresh scheduling, cleanup)"),
 )
-
-
-def stack_env(base: int, state_dir: Path) -> dict[str, str]:
-    """The variables of a stack on its own port base and state directory (as tests/conftest.py)."""
-    env = {f"METRICS_PLATFORM_{name}": str(base + offset) for name, offset in PORT_OFFSETS.items()}
-    env["METRICS_PLATFORM_STATE_DIR"] = str(state_dir)
-    return env
-
-
-@contextlib.contextmanager
-def environment(env: Mapping[str, str]) -> Iterator[None]:
-    """``env`` on top of this process's environment: daemons started meanwhile inherit it."""
-    with mock.patch.dict(os.environ, env):
-        for name in ("CLICKHOUSE_URL", "CLICKHOUSE_HOST", "METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS"):
-            os.environ.pop(name, None)
-        yield
-
-
-def fresh_state(state_dir: Path) -> None:
-    """Empty a state directory but its generated secrets (a bench stack starts from nothing)."""
-    for path in state_dir.glob("*"):
-        if path.is_dir() and path.name != "secrets":
-            shutil.rmtree(path)
-        elif path.is_file():
-            path.unlink()
 
 
 def cpu_seconds(pid: int) -> float:

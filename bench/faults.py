@@ -36,7 +36,6 @@ import contextlib
 import http.client
 import os
 import secrets
-import shutil
 import signal
 import statistics
 import sys
@@ -48,13 +47,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
-from unittest import mock
 
 from clickhouse_connect.driver.client import Client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from stacks import environment, fresh_state, stack_env  # a sibling module, not a package
 
 from metrics_platform import clickhouse, kafka_clients, kafka_lag
 from metrics_platform.rollup_audit import audit
@@ -64,20 +63,6 @@ from metrics_platform.stack import clickhouse_embedded, collector, kafka_broker,
 from metrics_platform.stack.process import Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
-# Offsets from a port base, as tests/conftest.py derives a test stack's ports.
-PORT_OFFSETS = {
-    "KAFKA_PORT": 9092,
-    "KAFKA_CONTROLLER_PORT": 9093,
-    "CLICKHOUSE_HTTP_PORT": 8123,
-    "CLICKHOUSE_TCP_PORT": 9000,
-    "OTLP_GRPC_PORT": 4317,
-    "OTLP_HTTP_PORT": 4318,
-    "COLLECTOR_HEALTH_PORT": 13133,
-    "COLLECTOR_METRICS_PORT": 8888,
-    "DAGSTER_PORT": 3000,
-    "SUPERSET_PORT": 8088,
-    "SUPERSET_PORTAL_PORT": 8089,
-}
 TRACES_PER_REQUEST, SPANS_PER_TRACE = 20, 5
 USERS_PER_SERVICE = 10
 Report = Callable[[str], None]
@@ -85,32 +70,6 @@ T = TypeVar("T")
 
 
 # --- the bench's own stack -----------------------------------------------------------------------
-
-
-def stack_env(base: int, state_dir: Path) -> dict[str, str]:
-    """The variables of a stack on its own port base and state directory (as tests/conftest.py)."""
-    env = {f"METRICS_PLATFORM_{name}": str(base + offset) for name, offset in PORT_OFFSETS.items()}
-    env["METRICS_PLATFORM_STATE_DIR"] = str(state_dir)
-    return env
-
-
-@contextlib.contextmanager
-def environment(env: Mapping[str, str]) -> Iterator[None]:
-    """``env`` on top of this process's environment (daemons started meanwhile inherit it); pointers to
-    external servers are removed so the bench never touches another stack."""
-    with mock.patch.dict(os.environ, env):
-        for name in ("CLICKHOUSE_URL", "CLICKHOUSE_HOST", "METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS"):
-            os.environ.pop(name, None)
-        yield
-
-
-def fresh_state(state_dir: Path) -> None:
-    """Empty a state directory but its generated secrets (a bench stack starts from nothing)."""
-    for path in state_dir.glob("*"):
-        if path.is_dir() and path.name != "secrets":
-            shutil.rmtree(path)
-        elif path.is_file():
-            path.unlink()
 
 
 @contextlib.contextmanager
