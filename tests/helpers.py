@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
@@ -144,3 +145,15 @@ def flat_event(service: str, **fields: object) -> dict:
     }
     event.update(fields)
     return event
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports free at the time of the call (for a second stack beside the session's)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import stat
 import urllib.error
 import urllib.request
@@ -31,7 +30,7 @@ from metrics_platform import clickhouse, dashboards
 from metrics_platform.settings import Settings
 from tests import otlp_json
 from tests.collector_helpers import post_otlp
-from tests.helpers import flat_event, ingest, trace_id, wait_for
+from tests.helpers import flat_event, free_ports, ingest, trace_id, wait_for
 
 
 def _http(settings: Settings, user: str, password: str, sql: str) -> tuple[int, str]:
@@ -158,22 +157,11 @@ def test_default_account_cannot_be_used(stack) -> None:
     assert _http(stack, stack.clickhouse.user, stack.clickhouse.password, "SELECT 1") == (200, "1\n")
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def test_reader_quota_is_enforced(settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """A second embedded server with a small reader quota (the stack's allows 5000 queries an hour)."""
     from metrics_platform.stack import clickhouse_embedded
 
-    http_port, tcp_port = _free_ports(2)
+    http_port, tcp_port = free_ports(2)
     state_dir = settings.state_dir.with_name(settings.state_dir.name + "-quota")
     monkeypatch.setenv("METRICS_PLATFORM_STATE_DIR", str(state_dir))
     monkeypatch.setenv("METRICS_PLATFORM_CLICKHOUSE_HTTP_PORT", str(http_port))
@@ -210,7 +198,7 @@ def sasl_stack(settings) -> Iterator[Settings]:
 
     names = ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "CLICKHOUSE_HTTP_PORT", "CLICKHOUSE_TCP_PORT", "OTLP_GRPC_PORT",
              "OTLP_HTTP_PORT", "COLLECTOR_HEALTH_PORT", "COLLECTOR_METRICS_PORT")  # fmt: skip
-    env = {f"METRICS_PLATFORM_{name}": str(port) for name, port in zip(names, _free_ports(len(names)), strict=True)}
+    env = {f"METRICS_PLATFORM_{name}": str(port) for name, port in zip(names, free_ports(len(names)), strict=True)}
     env["METRICS_PLATFORM_STATE_DIR"] = str(settings.state_dir.with_name(settings.state_dir.name + "-sasl"))
     env["METRICS_PLATFORM_KAFKA_SECURITY_PROTOCOL"] = "SASL_PLAINTEXT"
     with pytest.MonkeyPatch.context() as patch:

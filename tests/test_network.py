@@ -47,7 +47,7 @@ from metrics_platform.settings import Settings
 from metrics_platform.stack import clickhouse_server, collector, dagster_services, kafka_broker, network, superset
 from tests import otlp_json
 from tests.collector_helpers import post_otlp
-from tests.helpers import flat_event, ingest, trace_id, wait_for
+from tests.helpers import flat_event, free_ports, ingest, trace_id, wait_for
 
 # --- Certificates, made here ---------------------------------------------------------------------------------
 
@@ -88,17 +88,6 @@ def make_pki(directory: Path) -> Pki:
     return pki
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 # --- A Collector with TLS and a bearer token, in front of the session stack's Kafka ---------------------------
 
 
@@ -119,7 +108,7 @@ def tls_collector(stack, tmp_path_factory) -> Iterator[tuple[Settings, Pki, list
     listening on every interface; also yields the warnings its start logged."""
     pki = make_pki(tmp_path_factory.mktemp("pki"))
     names = ("OTLP_GRPC_PORT", "OTLP_HTTP_PORT", "COLLECTOR_HEALTH_PORT", "COLLECTOR_METRICS_PORT")
-    env = {f"METRICS_PLATFORM_{name}": str(port) for name, port in zip(names, _free_ports(len(names)), strict=True)}
+    env = {f"METRICS_PLATFORM_{name}": str(port) for name, port in zip(names, free_ports(len(names)), strict=True)}
     env |= {
         "METRICS_PLATFORM_STATE_DIR": str(stack.state_dir.with_name(stack.state_dir.name + "-tls")),
         "METRICS_PLATFORM_OTLP_TLS_CERT": str(pki.cert),
@@ -314,7 +303,7 @@ def kafka_tls_stack(settings, tmp_path_factory) -> Iterator[Settings]:
     pki = make_pki(tmp_path_factory.mktemp("kafka-pki"))
     names = ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "CLICKHOUSE_HTTP_PORT", "CLICKHOUSE_TCP_PORT", "OTLP_GRPC_PORT",
              "OTLP_HTTP_PORT", "COLLECTOR_HEALTH_PORT", "COLLECTOR_METRICS_PORT")  # fmt: skip
-    env = {f"METRICS_PLATFORM_{name}": str(port) for name, port in zip(names, _free_ports(len(names)), strict=True)}
+    env = {f"METRICS_PLATFORM_{name}": str(port) for name, port in zip(names, free_ports(len(names)), strict=True)}
     env |= {
         "METRICS_PLATFORM_STATE_DIR": str(settings.state_dir.with_name(settings.state_dir.name + "-kafka-tls")),
         "METRICS_PLATFORM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
@@ -395,7 +384,7 @@ class _TlsProxy:
     """A TLS-terminating TCP proxy (as an operator would put nginx or stunnel in front of the embedded server)."""
 
     def __init__(self, pki: Pki, target_port: int) -> None:
-        self.port = _free_ports(1)[0]
+        self.port = free_ports(1)[0]
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(pki.cert, pki.key)
         self._loop = asyncio.new_event_loop()
