@@ -8,6 +8,8 @@ missing_debs=()
 command -v python3 >/dev/null || missing_debs+=(python3 python3-venv)
 command -v java >/dev/null || missing_debs+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing_debs+=(maven)
+# The network tests make their certificates with it (a private CA for TLS on OTLP, Kafka, ClickHouse).
+command -v openssl >/dev/null || missing_debs+=(openssl)
 if ((${#missing_debs[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "installing ${missing_debs[*]} from Debian's packages"
