@@ -147,20 +147,22 @@ def status() -> None:
 @main.command()
 @click.option("--status", "show_status", is_flag=True, help="List migrations and whether each is applied.")
 def migrate(show_status: bool) -> None:
-    """Apply pending schema migrations from sql/ (safe to re-run); on a local cluster, on every shard."""
+    """Apply pending schema migrations from sql/ (safe to re-run); on a cluster, on every server that needs them."""
     from metrics_platform.stack import topology
 
-    for label, server in topology.servers(_settings()):
+    settings = _settings()
+    for label, server in topology.migration_servers(settings):
         if label:
             click.echo(f"{label}:")
         _migrate_one(server, show_status)
+    if not show_status:
+        topology.ensure_read_layers(settings)  # Distributed tables over tables the migrations added
 
 
 def _migrate_one(settings: Settings, show_status: bool) -> None:
     from tqdm import tqdm
 
     from metrics_platform import clickhouse, migrations
-    from metrics_platform.stack import topology
 
     ch = clickhouse.client(settings.clickhouse)
     try:
@@ -178,8 +180,6 @@ def _migrate_one(settings: Settings, show_status: bool) -> None:
                     bar.update(1)
 
             applied = migrations.migrate(ch, settings, on_statement=progress)
-        if topology.active(settings) is not None:
-            topology.ensure_read_layer(ch, settings)  # Distributed tables over tables the migrations added
     except migrations.MigrationError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"applied {len(applied)} migration(s)" if applied else "schema up to date")

@@ -5,10 +5,11 @@ Pure functions over plain data; starting a local cluster is ``stack/topology.py`
 One migration set serves every shape. Per server the local schema is exactly the single-node one
 (span_inbox, agent_events with its projections, the finalizer, the ledger). A cluster adds:
 
-- on real ClickHouse servers, the replicated variant of each statement (``replicated_statement``):
-  ``*MergeTree`` engines become ``Replicated*MergeTree`` with ``{shard}``/``{replica}`` macros and DDL gets
-  ``ON CLUSTER``. This is a render-time transformation: released migration files are never edited (the
-  runner refuses an edited file by its checksum, which covers the template, not the rendering);
+- on real ClickHouse servers, the replicated variant of each statement (``statement_transform``):
+  ``*MergeTree`` engines become ``Replicated*MergeTree`` and DDL gets ``ON CLUSTER``, or, inside a ``Replicated``
+  database, which carries DDL itself, the engines take the server's default Keeper path. This is a render-time
+  transformation: released migration files are never edited (the runner refuses an edited file by its
+  checksum, which covers the template, not the rendering);
 - a read database (``<database>_cluster`` by default) on every server, with a Distributed table over each
   local table that holds events, and a view over each table every server keeps a full copy of (prices,
   the ledger). Readers switch one database name; aggregate states merge across shards in the initiator.
@@ -133,7 +134,12 @@ def _identifier(name: str) -> str:
 
 # `ENGINE = MergeTree`, `ENGINE = AggregatingMergeTree`, `ENGINE = ReplacingMergeTree(version)`, ...
 _ENGINE_RE = re.compile(r"\bENGINE\s*=\s*(?P<family>[A-Za-z]*)MergeTree\b(?:\s*\((?P<args>[^()]*)\))?", re.IGNORECASE)
-ZK_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
+# ClickHouse's own default Keeper path. {uuid} is the same on every replica of a table created ON CLUSTER and
+# new for each new table: a path naming the table would collide when a table swap (enrichment, retention)
+# creates a table under a name whose previous holder still owns that path.
+ZK_PATH = "/clickhouse/tables/{uuid}/{shard}"
+# The migration ledger of a cluster with cluster-wide DDL: one for every server, whichever the runner reaches.
+LEDGER_ZK_PATH = "/clickhouse/metrics_platform/{database}/schema_migrations"
 # Where ON CLUSTER goes: after the object's name (CREATE/ALTER/DROP/...), or at the end (RENAME).
 _NAMED_DDL_RE = re.compile(
     r"^(?P<head>\s*(?:CREATE|ALTER|DROP|TRUNCATE)\s+"
@@ -146,14 +152,18 @@ _NAMED_DDL_RE = re.compile(
 _RENAME_RE = re.compile(r"^\s*(?:RENAME|EXCHANGE)\s+(?:TABLE|TABLES|DICTIONARY)\b", re.IGNORECASE)
 
 
-def replicated_engines(statement: str) -> str:
-    """Every ``*MergeTree`` engine of ``statement`` as its ``Replicated*MergeTree`` twin (Keeper path per
-    shard and table, replica from the ``{replica}`` macro); the engine's own arguments follow."""
+def replicated_engines(statement: str, explicit_path: bool = True) -> str:
+    """Every ``*MergeTree`` engine of ``statement`` as its ``Replicated*MergeTree`` twin; the engine's own
+    arguments follow. ``explicit_path``: with ``ZK_PATH`` and the ``{replica}`` macro (DDL ON CLUSTER);
+    without: the arguments the server chooses (inside a ``Replicated`` database, which since ClickHouse 24.9
+    refuses explicit ones by default: ``database_replicated_allow_replicated_engine_arguments`` = 0)."""
 
     def swap(match: re.Match[str]) -> str:
         family, args = match.group("family"), (match.group("args") or "").strip()
         if family.lower().startswith("replicated"):
             return match.group(0)
+        if not explicit_path:
+            return f"ENGINE = Replicated{family}MergeTree" + (f"({args})" if match.group("args") is not None else "")
         extra = f", {args}" if args else ""
         return f"ENGINE = Replicated{family}MergeTree('{ZK_PATH}', '{{replica}}'{extra})"
 
@@ -182,25 +192,93 @@ def _without_leading_comments(statement: str) -> str:
     return "".join(lines)
 
 
-def replicated_statement(statement: str, cluster: str | None) -> str:
-    """The replicated variant of one migration statement, for real ClickHouse servers.
+@dataclass(frozen=True)
+class DdlMode:
+    """How migration DDL reaches the servers of a real cluster.
 
-    ``cluster`` None leaves out ``ON CLUSTER``: inside a ``Replicated`` database (the Helm chart's) DDL
-    reaches every server through Keeper already, and ``ON CLUSTER`` is refused there.
+    ``replicated``: tables replicate (``Replicated*MergeTree``); ``on_cluster``: DDL carries ``ON CLUSTER
+    <cluster>``; ``replicated_database``: the database is a ``Replicated`` one, which carries DDL to every server
+    itself (and refuses ``ON CLUSTER``). All false: a single node, or the local cluster's per-server migrations.
     """
-    statement = replicated_engines(statement)
-    return on_cluster(statement, cluster) if cluster else statement
+
+    replicated: bool = False
+    on_cluster: bool = False
+    cluster: str = "metrics"
+    replicated_database: bool = False
+
+    @property
+    def cluster_wide(self) -> bool:
+        """Whether one run against any one server changes every server's schema."""
+        return self.replicated_database or self.on_cluster
 
 
-def statement_transform(replicated: bool, with_on_cluster: bool, cluster: str) -> Callable[[str], str] | None:
-    """What the migration runner applies to each statement: nothing (single node, local cluster), the
-    replicated engines, or those and ``ON CLUSTER <cluster>``."""
-    if not replicated and not with_on_cluster:
+def statement_transform(mode: DdlMode) -> Callable[[str], str] | None:
+    """What the migration runner applies to each statement: nothing (single node, local cluster, plain tables
+    in a Replicated database), ``ON CLUSTER``, or the replicated engines with or without it."""
+    if mode.replicated_database:
+        return (lambda statement: replicated_engines(statement, explicit_path=False)) if mode.replicated else None
+    if mode.replicated and not mode.on_cluster:
+        raise TopologyError(
+            "replicated tables need their DDL on every replica at once: set "
+            "METRICS_PLATFORM_CLICKHOUSE_ON_CLUSTER=true or create the database with ENGINE = Replicated "
+            "(a replicated table created server by server gets a different Keeper path on each)"
+        )
+    if not mode.replicated and not mode.on_cluster:
         return None
-    if not replicated:
-        return lambda statement: on_cluster(statement, cluster)
-    name = cluster if with_on_cluster else None
-    return lambda statement: replicated_statement(statement, name)
+    if not mode.replicated:
+        return lambda statement: on_cluster(statement, mode.cluster)
+    return lambda statement: on_cluster(replicated_engines(statement), mode.cluster)
+
+
+def ledger_engine(mode: DdlMode) -> str:
+    """The migration ledger's engine: plain per server, unless DDL is cluster-wide; then one ledger replicated
+    to every server of every shard, so a run through any server sees what an earlier run applied."""
+    if not mode.cluster_wide:
+        return "MergeTree"
+    return f"ReplicatedMergeTree('{LEDGER_ZK_PATH}', '{{shard}}-{{replica}}')"
+
+
+# --- the servers of a real cluster ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterHost:
+    """One server of a real cluster, as ``system.clusters`` lists it (``CLUSTER_HOSTS_QUERY``)."""
+
+    shard: int
+    replica: int
+    host: str
+    errors: int = 0
+
+
+# Every server of cluster {name}, in shard and replica order.
+CLUSTER_HOSTS_QUERY = """
+SELECT shard_num, replica_num, host_name, errors_count
+FROM system.clusters WHERE cluster = {name:String}
+ORDER BY shard_num, replica_num
+"""
+
+
+def cluster_hosts(rows: Sequence[tuple[int, int, str, int]], name: str) -> list[ClusterHost]:
+    """``ClusterHost``s from ``CLUSTER_HOSTS_QUERY`` rows; an unknown cluster is an error naming it."""
+    if not rows:
+        raise TopologyError(
+            f"cluster {name!r} is not in system.clusters of the configured server: set METRICS_PLATFORM_CLUSTER_NAME "
+            "to a cluster of its remote_servers (or the name of its Replicated database)"
+        )
+    return [ClusterHost(int(shard), int(replica), str(host), int(errors)) for shard, replica, host, errors in rows]
+
+
+def write_targets(hosts: Sequence[ClusterHost]) -> list[ClusterHost]:
+    """One server per shard for per-shard work (price and enrichment loads, recompute, repairs, audits): a
+    replica's writes reach its shard's other replicas through replication. Per shard, the replica with the
+    fewest connection errors, then the first."""
+    best: dict[int, ClusterHost] = {}
+    for h in hosts:
+        held = best.get(h.shard)
+        if held is None or (h.errors, h.replica) < (held.errors, held.replica):
+            best[h.shard] = h
+    return [best[shard] for shard in sorted(best)]
 
 
 # --- the read layer ---------------------------------------------------------------------------------------

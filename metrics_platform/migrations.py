@@ -19,7 +19,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from metrics_platform.cluster import statement_transform
+from metrics_platform.cluster import DdlMode, ledger_engine, on_cluster, statement_transform
 from metrics_platform.paths import SQL_DIR
 from metrics_platform.settings import Settings
 
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations
     checksum   String,
     applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = MergeTree
+ENGINE = {engine}
 ORDER BY version
 """
 
@@ -164,7 +164,9 @@ def guard(statement: str) -> str | None:
 
 
 def applied_checksums(ch: Client) -> dict[int, str]:
-    ch.command(LEDGER_DDL)
+    # Only migrate() creates the ledger: its engine depends on how DDL reaches a cluster's servers.
+    if not _truthy(ch.command("EXISTS TABLE schema_migrations")):
+        return {}
     rows = ch.query("SELECT version, argMax(checksum, applied_at) FROM schema_migrations GROUP BY version")
     return {int(version): checksum for version, checksum in rows.result_rows}
 
@@ -187,17 +189,20 @@ def migrate(
     settings: Settings,
     migrations: list[Migration] | None = None,
     on_statement: Callable[[Migration, int, int], None] | None = None,
-    transform: Callable[[str], str] | None = None,
 ) -> list[Migration]:
     """Apply every pending migration in order and record it; returns those applied now.
 
-    ``on_statement(migration, index, total)`` reports progress after each statement. ``transform`` rewrites
-    each rendered statement before it runs; by default the settings choose it (``cluster.statement_transform``:
-    the replicated variant for real clusters, none for a single node). The ledger keeps the template's
-    checksum, so one migration set serves every variant.
+    ``on_statement(migration, index, total)`` reports progress after each statement. Each rendered statement
+    is rewritten for how DDL reaches the servers (``ddl_mode``, ``cluster.statement_transform``: the replicated
+    variant for real clusters, as written for a single node). The ledger keeps the template's checksum, so
+    one migration set serves every variant.
     """
-    if transform is None:
-        transform = statement_transform(settings.cluster.replicated, settings.cluster.on_cluster, settings.cluster.name)
+    mode = ddl_mode(ch, settings)
+    try:
+        transform = statement_transform(mode)
+    except ValueError as exc:
+        raise MigrationError(f"database {settings.clickhouse.database}: {exc}") from exc
+    _create_ledger(ch, mode)
     values = template_values(settings)
     pending = [s.migration for s in status(ch, migrations) if not s.applied]
     for m in pending:
@@ -218,6 +223,23 @@ def migrate(
                 on_statement(m, index, len(statements))
         ch.insert("schema_migrations", [[m.version, m.name, m.checksum]], ["version", "name", "checksum"])
     return pending
+
+
+def ddl_mode(ch: Client, settings: Settings) -> DdlMode:
+    """How DDL reaches the servers: from the settings, and whether the database is a ``Replicated`` one."""
+    engine = ch.command("SELECT engine FROM system.databases WHERE name = currentDatabase()")
+    c = settings.cluster
+    return DdlMode(c.replicated, c.on_cluster, c.name, replicated_database=str(engine) == "Replicated")
+
+
+def _create_ledger(ch: Client, mode: DdlMode) -> None:
+    statement = LEDGER_DDL.format(engine=ledger_engine(mode))
+    if mode.replicated_database:
+        # The one explicit Keeper path the platform uses inside a Replicated database: the ledger is shared by
+        # every shard, where the database's default path would give each shard its own.
+        ch.command(statement, settings={"database_replicated_allow_replicated_engine_arguments": 3})
+    else:
+        ch.command(on_cluster(statement, mode.cluster) if mode.on_cluster else statement)
 
 
 def _truthy(result: object) -> bool:

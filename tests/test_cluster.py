@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,39 +62,59 @@ print(json.dumps(failures))
 """
 
 
-def _replicated_statements(settings) -> list[str]:
+ON_CLUSTER = cluster.DdlMode(replicated=True, on_cluster=True, cluster="metrics")
+IN_REPLICATED_DATABASE = cluster.DdlMode(replicated=True, cluster="metrics", replicated_database=True)
+
+
+def _rendered(settings, mode: cluster.DdlMode) -> list[str]:
+    """Every statement of every migration as the runner would send it in ``mode``, ledger first."""
     values = migrations.template_values(settings)
-    return [
-        cluster.replicated_statement(statement, settings.cluster.name)
+    transform = cluster.statement_transform(mode)
+    assert transform is not None
+    ledger = migrations.LEDGER_DDL.format(engine=cluster.ledger_engine(mode))
+    return [cluster.on_cluster(ledger, mode.cluster) if mode.on_cluster else ledger] + [
+        transform(statement)
         for m in migrations.discover()
         for statement in migrations.split_statements(migrations.render(m, values))
     ]
 
 
-def test_replicated_variant_of_every_migration_parses(settings):
-    """Every statement of every migration, replicated and ON CLUSTER, is valid ClickHouse SQL (formatQuery in
+def test_replicated_variants_of_every_migration_parse(settings):
+    """Every statement of every migration, in both replicated variants (ON CLUSTER with explicit Keeper paths;
+    inside a Replicated database with the server's default paths), is valid ClickHouse SQL (formatQuery in
     the embedded engine, in a process of its own: the engine is global to a process)."""
-    statements = _replicated_statements(settings)
-    engines = sum("ENGINE = Replicated" in s for s in statements)
-    plain = [s for s in statements if "MergeTree" in s and "ReplicatedMergeTree" not in s.replace("Aggregating", "")
-             .replace("Replacing", "")]  # fmt: skip
-    assert engines >= 15 and not plain, plain[:3]
-    ddl = [s for s in statements if migrations.guard(s) is None and not s.lstrip().upper().startswith("INSERT")]
+    on_cluster, in_database = _rendered(settings, ON_CLUSTER), _rendered(settings, IN_REPLICATED_DATABASE)
+    for statements in (on_cluster, in_database):
+        engines = sum("ENGINE = Replicated" in s for s in statements)
+        plain = [s for s in statements if re.search(r"ENGINE = (Aggregating|Replacing|Summing)?MergeTree", s)]
+        assert engines >= 15 and not plain, plain[:3]
+    ddl = [s for s in on_cluster if migrations.guard(s) is None and not s.lstrip().upper().startswith("INSERT")]
     assert all(" ON CLUSTER metrics" in s for s in ddl), [s[:80] for s in ddl if " ON CLUSTER" not in s][:3]
+    # Inside a Replicated database: no ON CLUSTER (refused there), and no Keeper path but the shared ledger's.
+    assert not any(" ON CLUSTER" in s for s in in_database)
+    paths = [s for s in in_database if "/clickhouse/" in s]
+    assert len(paths) == 1 and cluster.LEDGER_ZK_PATH in paths[0]
     result = subprocess.run(
-        [sys.executable, "-c", _FORMAT_QUERY], input=json.dumps(statements), capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _FORMAT_QUERY],
+        input=json.dumps(on_cluster + in_database),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
 def test_replicated_engines_keep_their_arguments():
-    got = cluster.replicated_statement(
-        "CREATE TABLE t (v UInt8) ENGINE = ReplacingMergeTree(evaluated_at) ORDER BY v", None
+    create = "CREATE TABLE t (v UInt8) ENGINE = ReplacingMergeTree(evaluated_at) ORDER BY v"
+    got = cluster.replicated_engines(create)
+    path = "'/clickhouse/tables/{uuid}/{shard}', '{replica}'"
+    assert f"ENGINE = ReplicatedReplacingMergeTree({path}, evaluated_at)" in got
+    bare = cluster.replicated_engines(create, explicit_path=False)
+    assert "ENGINE = ReplicatedReplacingMergeTree(evaluated_at) ORDER BY v" in bare
+    assert "ENGINE = ReplicatedMergeTree ORDER BY" in cluster.replicated_engines(
+        "CREATE TABLE t (v UInt8) ENGINE = MergeTree ORDER BY v", explicit_path=False
     )
-    assert "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', " \
-        "evaluated_at) ORDER BY v" in got  # fmt: skip
-    assert " ON CLUSTER" not in got  # a Replicated database carries DDL itself
     rename = cluster.on_cluster("-- if: SELECT 1\nRENAME TABLE IF EXISTS a TO b", "c1")
     assert rename == "-- if: SELECT 1\nRENAME TABLE IF EXISTS a TO b ON CLUSTER c1"
     assert migrations.guard(rename) == "SELECT 1"
@@ -103,21 +124,46 @@ def test_replicated_engines_keep_their_arguments():
     )
 
 
-def test_settings_choose_the_variant_the_runner_applies(monkeypatch):
+def test_ddl_mode_chooses_the_variant_the_runner_applies():
+    create = "CREATE TABLE IF NOT EXISTS t (v UInt8) ENGINE = MergeTree ORDER BY v"
+    assert cluster.statement_transform(cluster.DdlMode()) is None  # single node and local cluster: as written
+    assert cluster.ledger_engine(cluster.DdlMode()) == "MergeTree"  # a ledger per server
+    on_cluster = cluster.statement_transform(cluster.DdlMode(replicated=True, on_cluster=True, cluster="prod"))
+    assert on_cluster is not None
+    assert on_cluster(create).startswith("CREATE TABLE IF NOT EXISTS t ON CLUSTER prod (v UInt8) ENGINE = Replicated")
+    inside = cluster.statement_transform(IN_REPLICATED_DATABASE)
+    assert inside is not None and inside(create).endswith("ENGINE = ReplicatedMergeTree ORDER BY v")
+    # Plain tables in a Replicated database: DDL travels, data stays per server.
+    assert cluster.statement_transform(cluster.DdlMode(replicated_database=True)) is None
+    # Cluster-wide DDL shares one replicated ledger; replicated tables created server by server are refused.
+    shared = cluster.ledger_engine(IN_REPLICATED_DATABASE)
+    assert shared.startswith("ReplicatedMergeTree('/clickhouse/metrics_platform/")
+    assert cluster.ledger_engine(cluster.DdlMode(on_cluster=True)) == cluster.ledger_engine(IN_REPLICATED_DATABASE)
+    with pytest.raises(TopologyError, match="ON_CLUSTER=true or create the database with ENGINE = Replicated"):
+        cluster.statement_transform(cluster.DdlMode(replicated=True))
+
+
+def test_settings_reach_the_runner(settings, ch, monkeypatch):
+    """The runner's mode comes from the settings and the database's engine (a single node here)."""
     from metrics_platform.settings import Settings
 
-    assert Settings.from_env().cluster.replicated is False
-    assert cluster.statement_transform(False, False, "c1") is None  # single node and local cluster: as written
-    create = "CREATE TABLE IF NOT EXISTS t (v UInt8) ENGINE = MergeTree ORDER BY v"
+    assert migrations.ddl_mode(ch, settings) == cluster.DdlMode(cluster=settings.cluster.name)
     monkeypatch.setenv("METRICS_PLATFORM_CLICKHOUSE_REPLICATED", "true")
-    monkeypatch.setenv("METRICS_PLATFORM_CLICKHOUSE_ON_CLUSTER", "yes")
     monkeypatch.setenv("METRICS_PLATFORM_CLUSTER_NAME", "prod")
-    c = Settings.from_env().cluster
-    transform = cluster.statement_transform(c.replicated, c.on_cluster, c.name)
-    assert transform is not None
-    assert transform(create).startswith("CREATE TABLE IF NOT EXISTS t ON CLUSTER prod (v UInt8) ENGINE = Replicated")
-    inside_replicated_database = cluster.statement_transform(True, False, "prod")
-    assert inside_replicated_database is not None and " ON CLUSTER" not in inside_replicated_database(create)
+    replicated = Settings.from_env()
+    assert migrations.ddl_mode(ch, replicated) == cluster.DdlMode(replicated=True, cluster="prod")
+    # Replicated tables without ON CLUSTER outside a Replicated database: refused before anything runs.
+    with pytest.raises(migrations.MigrationError, match="need their DDL on every replica"):
+        migrations.migrate(ch, replicated)
+
+
+def test_one_server_per_shard_takes_per_shard_writes():
+    hosts = cluster.cluster_hosts(
+        [(1, 1, "ch-0-0", 3), (1, 2, "ch-0-1", 0), (2, 1, "ch-1-0", 0), (2, 2, "ch-1-1", 0)], "prod"
+    )
+    assert [(h.shard, h.host) for h in cluster.write_targets(hosts)] == [(1, "ch-0-1"), (2, "ch-1-0")]
+    with pytest.raises(TopologyError, match="'prod' is not in system.clusters"):
+        cluster.cluster_hosts([], "prod")
 
 
 def test_topology_parsing_and_read_layer():
@@ -387,6 +433,28 @@ def test_cluster_runs_every_server_supervised(cluster_stack):
         ch = _client(cluster_stack, shard)
         assert len(migrations.status(ch)) == sum(s.applied for s in migrations.status(ch))
         assert ch.command("SELECT count() FROM system.tables WHERE database = 'metrics_cluster'") >= 10
+
+
+def test_a_real_clusters_servers_come_from_system_clusters(cluster_stack, tmp_path):
+    """Without the local cluster's topology file but with a read database set (a real cluster), per-shard writes,
+    migrations and read layers go to the servers system.clusters lists: here both shards, on one address."""
+    import dataclasses
+
+    from metrics_platform.stack import topology
+
+    real = dataclasses.replace(
+        cluster_stack, state_dir=tmp_path, cluster=dataclasses.replace(cluster_stack.cluster, read_database="mc")
+    )
+    assert topology.active(real) is None
+    servers = topology.servers(real)
+    assert [label for label, _ in servers] == ["shard 1 replica 1 (127.0.0.1)", "shard 2 replica 1 (127.0.0.1)"]
+    assert {s.clickhouse.host for _, s in servers} == {"127.0.0.1"}
+    # Per-server DDL (no ON CLUSTER, no Replicated database): every server migrates and gets the read layer.
+    assert [label for label, _ in topology.migration_servers(real)] == [label for label, _ in servers]
+    assert len(topology.read_layer_servers(real)) == 2
+    wrong = dataclasses.replace(real, cluster=dataclasses.replace(real.cluster, name="nosuch"))
+    with pytest.raises(TopologyError, match="'nosuch' is not in system.clusters"):
+        topology.servers(wrong)
 
 
 def test_spans_land_once_and_each_trace_on_one_shard(cluster_stack):

@@ -761,6 +761,11 @@ def clickhouse_users(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Clic
         f"<clickhouse><users_config>{users_dir / 'users.xml'}</users_config></clickhouse>\n"
     )
     http_port, tcp_port = _free_port(), _free_port()
+    # A cluster of this one server, as the chart's servers see theirs (test_runner_on_a_cluster_...).
+    (run_dir / "config.d" / "cluster.xml").write_text(
+        f"<clickhouse><remote_servers><metrics><shard><replica><host>127.0.0.1</host><port>{tcp_port}</port>"
+        "</replica></shard></metrics></remote_servers></clickhouse>\n"
+    )
     server = Daemon("clickhouse-users-test", base / "pids", base / "logs")
     argv = [sys.executable, "-m", "metrics_platform.stack.clickhouse_server", "--data-dir", base / "data",
             "--run-dir", run_dir, "--http-port", http_port, "--tcp-port", tcp_port]  # fmt: skip
@@ -804,6 +809,27 @@ def test_writer_owns_the_metrics_database_and_nothing_else(clickhouse_users: _Cl
     ]:
         status, error = ch.query("metrics_writer", password, sql, "metrics")
         assert status != 200 and "ACCESS_DENIED" in error and grant in error, sql
+
+
+def test_runner_on_a_cluster_creates_the_read_layer_with_the_deployments_accounts(
+    clickhouse_users: _ClickHouse, tmp_path: Path
+) -> None:
+    """What the chart's migration Job does, with the deployment's accounts: `migrate` with a read database finds the
+    servers in system.clusters (here a cluster of this one server), migrates each and creates the Distributed
+    tables as the writer; the reader reads them."""
+    ch, writer = clickhouse_users, PASSWORDS["CLICKHOUSE_WRITER_PASSWORD"]
+    assert ch.query("metrics_writer", writer, "CREATE DATABASE IF NOT EXISTS metrics")[0] == 200
+    env = {
+        **_platform_env("metrics_writer", writer, ch.http_port, tmp_path),
+        "METRICS_PLATFORM_CLICKHOUSE_READ_DATABASE": "metrics_cluster",
+    }
+    result = _run([Path(sys.executable).with_name("metrics-platform"), "migrate"], env=env)
+    assert "shard 1 replica 1 (127.0.0.1):" in result.stdout, result.stdout
+    reader = PASSWORDS["CLICKHOUSE_READER_PASSWORD"]
+    sql = "SELECT engine FROM system.tables WHERE database = 'metrics_cluster' AND name = 'agent_events'"
+    status, engine = ch.query("metrics_reader", reader, sql)
+    assert (status, engine.strip()) == (200, "Distributed")
+    assert ch.query("metrics_reader", reader, "SELECT count() FROM metrics_cluster.agent_events") == (200, "0\n")
 
 
 def test_reader_reads_dashboards_and_nothing_more(clickhouse_users: _ClickHouse, tmp_path: Path) -> None:

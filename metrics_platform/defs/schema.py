@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from metrics_platform import migrations
-from metrics_platform.defs.resources import ClickHouseResource, PlatformSettings
+from metrics_platform import clickhouse, migrations
+from metrics_platform.defs.resources import PlatformSettings
 
 GROUP = "schema"
 
@@ -24,21 +24,25 @@ def _migration_asset(migration: migrations.Migration, previous: dg.AssetKey | No
         metadata={"file": migration.path.name, "ddl": dg.MetadataValue.md(f"```sql\n{migration.template}\n```")},
         kinds={"clickhouse", "sql"},
     )
-    def apply(
-        context: dg.AssetExecutionContext, clickhouse: ClickHouseResource, platform: PlatformSettings
-    ) -> dg.MaterializeResult:
+    def apply(context: dg.AssetExecutionContext, platform: PlatformSettings) -> dg.MaterializeResult:
+        from metrics_platform.stack import topology
+
         upto = [m for m in migrations.discover() if m.version <= migration.version]
+        settings = platform.get()
         applied: list[migrations.Migration] = []
-        # Every server keeps its own schema and ledger: on a local cluster, each shard, then its read layer.
-        for label, ch in clickhouse.get_server_clients():
-            applied = migrations.migrate(ch, platform.get(), upto)
+        # The same servers as `metrics-platform migrate`: each local shard (its own ledger), the configured server
+        # of a cluster whose DDL is cluster-wide, every server of one whose DDL is not; then the read layers.
+        for label, server in topology.migration_servers(settings):
+            ch = clickhouse.client(server.clickhouse)
+            try:
+                applied = migrations.migrate(ch, server, upto)
+                versions = [f"{s.migration.version:04d}" for s in migrations.status(ch) if s.applied]
+            finally:
+                ch.close()
             for m in applied:
                 context.log.info(f"{label or 'ClickHouse'}: applied {m.path.name}")
-            if label:
-                from metrics_platform.stack import topology
-
-                topology.ensure_read_layer(ch, platform.get())  # Distributed tables over tables it added
-        versions = [f"{s.migration.version:04d}" for s in migrations.status(ch) if s.applied]
+        for label in topology.ensure_read_layers(settings):
+            context.log.info(f"{label}: read layer up to date")
         return dg.MaterializeResult(
             metadata={
                 "applied_now": [m.path.name for m in applied],

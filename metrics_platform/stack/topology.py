@@ -104,13 +104,57 @@ def shard_settings(settings: Settings, node: Node) -> Settings:
 
 
 def servers(settings: Settings) -> list[tuple[str, Settings]]:
-    """Where per-server writes go: (``"shard <n>"``, settings of that server) for each shard of the local
-    cluster set up in this state directory, else ``[("", settings)]`` (the configured server)."""
+    """Where per-shard writes go: (``"shard <n>"``, settings of that server) for each shard of the local cluster
+    set up in this state directory; on a real cluster (``METRICS_PLATFORM_CLICKHOUSE_READ_DATABASE`` set), one
+    server per shard of ``system.clusters``; else ``[("", settings)]`` (the configured server)."""
     shape = active(settings)
-    if shape is None:
+    if shape is not None:
+        cs = cluster_settings(settings, shape)
+        return [(f"shard {node.index}", shard_settings(cs, node)) for node in shards(cs, shape)]
+    if settings.cluster.read_database:
+        return [_host_server(settings, h) for h in cluster.write_targets(_cluster_hosts(settings))]
+    return [("", settings)]
+
+
+def migration_servers(settings: Settings) -> list[tuple[str, Settings]]:
+    """Where the migration runner runs: each shard of the local cluster; on a real cluster whose DDL is
+    cluster-wide (``ON CLUSTER``, a ``Replicated`` database) the configured server once, else every server;
+    on a single node, that node."""
+    if active(settings) is not None or not settings.cluster.read_database:
+        return servers(settings)
+    ch = clickhouse.client(settings.clickhouse)
+    try:
+        mode = migrations.ddl_mode(ch, settings)
+    finally:
+        ch.close()
+    if mode.cluster_wide:
         return [("", settings)]
-    cs = cluster_settings(settings, shape)
-    return [(f"shard {node.index}", shard_settings(cs, node)) for node in shards(cs, shape)]
+    return [_host_server(settings, h) for h in _cluster_hosts(settings)]
+
+
+def read_layer_servers(settings: Settings) -> list[tuple[str, Settings]]:
+    """Every server that needs the read database's Distributed tables (each is a per-server object): the
+    local cluster's shards, every server of a real cluster, none on a single node."""
+    if active(settings) is not None:
+        return servers(settings)
+    if settings.cluster.read_database:
+        return [_host_server(settings, h) for h in _cluster_hosts(settings)]
+    return []
+
+
+def _cluster_hosts(settings: Settings) -> list[cluster.ClusterHost]:
+    ch = clickhouse.client(settings.clickhouse)
+    try:
+        rows = ch.query(cluster.CLUSTER_HOSTS_QUERY, parameters={"name": settings.cluster.name}).result_rows
+    finally:
+        ch.close()
+    return cluster.cluster_hosts(rows, settings.cluster.name)
+
+
+def _host_server(settings: Settings, host: cluster.ClusterHost) -> tuple[str, Settings]:
+    # A real cluster's servers answer HTTP on one port (the configured one); system.clusters lists native ports.
+    ch = dataclasses.replace(settings.clickhouse, host=host.host)
+    return f"shard {host.shard} replica {host.replica} ({host.host})", dataclasses.replace(settings, clickhouse=ch)
 
 
 def read_settings(settings: Settings) -> Settings:
@@ -297,6 +341,20 @@ def ensure_read_layer(ch: Client, settings: Settings) -> list[str]:
     for statement in statements:
         ch.command(statement)
     return statements
+
+
+def ensure_read_layers(settings: Settings) -> list[str]:
+    """The read layer on every server that needs it (``read_layer_servers``), picking up tables that migrations
+    added; returns the labels of the servers done."""
+    done = []
+    for label, server in read_layer_servers(settings):
+        ch = clickhouse.client(server.clickhouse)
+        try:
+            ensure_read_layer(ch, server)
+        finally:
+            ch.close()
+        done.append(label)
+    return done
 
 
 def _partitions_assigned(settings: Settings, topology: Topology) -> bool:

@@ -70,6 +70,14 @@ valueFrom:
   {{- include "mp.secretRef" (dict "ctx" . "key" "clickhouse-writer-password") | nindent 2 }}
 - name: CLICKHOUSE_DATABASE
   value: {{ .Values.clickhouse.database }}
+# A cluster: replicated tables (inside the Replicated database the Job creates), the servers of this cluster
+# name for per-shard work, and the read database of Distributed tables for every reader.
+- name: METRICS_PLATFORM_CLICKHOUSE_REPLICATED
+  value: "true"
+- name: METRICS_PLATFORM_CLUSTER_NAME
+  value: {{ .Values.clickhouse.cluster }}
+- name: METRICS_PLATFORM_CLICKHOUSE_READ_DATABASE
+  value: {{ .Values.clickhouse.database }}_cluster
 - name: METRICS_PLATFORM_KAFKA_BOOTSTRAP_SERVERS
   value: {{ include "mp.kafkaBootstrap" . | quote }}
 - name: METRICS_PLATFORM_CLICKHOUSE_KAFKA_BROKERS
