@@ -30,9 +30,16 @@ TARGETS: list[tuple[str, str, tuple[str, ...]]] = [
 def browser() -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1900,1400", "--hide-scrollbars",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1900,1400",
+        "--hide-scrollbars",
     ):
         options.add_argument(flag)
     options.binary_location = "/usr/bin/chromium"
