@@ -314,7 +314,7 @@ class Settings:
             retention_days=_env_number("RETENTION_DAYS", 90),
             # One consumer per topic suits a 2-core node; raise it up to the partition count.
             kafka_num_consumers=_env_number("KAFKA_NUM_CONSUMERS", 1),
-            kafka_flush_interval_ms=_env_number("KAFKA_FLUSH_INTERVAL_MS", 1000),
+            kafka_flush_interval_ms=_env_number("KAFKA_FLUSH_INTERVAL_MS", 500),
             # A consumer inserts its block once a poll waits this long for more (and idles as long).
             kafka_poll_timeout_ms=_env_number("KAFKA_POLL_TIMEOUT_MS", 100),
             history_dir=Path(_env("HISTORY_DIR", str(PROJECT_ROOT / "data" / "history"))).resolve(),
