@@ -35,8 +35,9 @@ class ClickHouseResource(dg.ConfigurableResource):
         return clickhouse.reader(Settings.from_env())
 
     def get_server_clients(self) -> list[tuple[str, Client]]:
-        """(label, client) of each server that per-server writes go to: every shard of the local cluster set
-        up in this state directory ("shard <n>"), else the configured server alone (label "")."""
+        """(label, client) of each server that per-shard writes go to (``topology.servers``): every shard of the
+        local cluster set up in this state directory, one server per shard of a real cluster, else the configured
+        server alone (label "")."""
         from metrics_platform.stack import topology
 
         return [(label, clickhouse.client(s.clickhouse)) for label, s in topology.servers(Settings.from_env())]
