@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from e2e_throughput import PLATFORM_CHECKS, percentile, run_senders, start_probe  # noqa: E402
+from stacks import stack_env  # noqa: E402
 
 from metrics_platform import clickhouse  # noqa: E402
 from metrics_platform.cluster import Topology  # noqa: E402
@@ -30,19 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def environment(base: int, shards: int) -> dict[str, str]:
-    """Ports and state of one benchmark cluster, away from `make up`'s and the tests'."""
-    return {
-        "METRICS_PLATFORM_STATE_DIR": str(ROOT / ".state" / f"bench-cluster-{base}-{shards}"),
-        "METRICS_PLATFORM_KAFKA_PORT": str(base + 92),
-        "METRICS_PLATFORM_KAFKA_CONTROLLER_PORT": str(base + 93),
-        "METRICS_PLATFORM_CLICKHOUSE_HTTP_PORT": str(base + 123),
-        "METRICS_PLATFORM_CLICKHOUSE_TCP_PORT": str(base + 124),
-        "METRICS_PLATFORM_OTLP_GRPC_PORT": str(base + 317),
-        "METRICS_PLATFORM_OTLP_HTTP_PORT": str(base + 318),
-        "METRICS_PLATFORM_COLLECTOR_HEALTH_PORT": str(base + 333),
-        "METRICS_PLATFORM_COLLECTOR_METRICS_PORT": str(base + 388),
-        "METRICS_PLATFORM_CLUSTER_PORT_BASE": str(base + 500),
-    }
+    """Ports and state of one benchmark cluster (bench/stacks.py's layout from ``base``, brokers and shards
+    2.. from ``base + 500``), away from `make up`'s and the tests'."""
+    env = stack_env(base, ROOT / ".state" / f"bench-cluster-{base}-{shards}")
+    env["METRICS_PLATFORM_CLUSTER_PORT_BASE"] = str(base + 500)
+    return env
 
 
 def rss_mib(pid: int | None) -> float:
@@ -135,7 +128,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per shape")
     parser.add_argument("--senders", type=int, default=2, help="sender processes")
     parser.add_argument("--rate", type=float, default=0.0, help="offered spans/s in total (0 = as fast as accepted)")
-    parser.add_argument("--port-base", type=int, default=35000, help="ports base .. base+999")
+    parser.add_argument("--port-base", type=int, default=35000, help="ports from base (offsets of bench/stacks.py)")
     args = parser.parse_args()
     shapes = [Topology(brokers=3, shards=1), Topology(brokers=3, shards=2)]
     results = {str(s): run_shape(s, args.port_base, args.duration, args.senders, args.rate) for s in shapes}

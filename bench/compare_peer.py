@@ -429,44 +429,37 @@ def table(runs: list[Run], rate: float) -> str:
     def us(seconds: float, spans: int) -> str:
         return f"{seconds / spans * 1e6:.1f}" if spans else "–"
 
+    def phase_rows(
+        title: str, phase: Callable[[Run], Phase], sustained: bool
+    ) -> list[tuple[str, Callable[[Run], str], str]]:
+        """The rows of one load phase (fixed rate or saturation): the same measures for both, and the sustained
+        rate when the load was as fast as accepted."""
+        return [
+            (title, lambda r: f"{phase(r).accepted:,} / {phase(r).stored:,}", ""),
+            *(
+                [("… sustained stored spans/s", lambda r: f"{phase(r).stored_rate:,.0f}",
+                  ratio(lambda r: phase(r).stored_rate, True))]
+                if sustained
+                else []
+            ),
+            ("… emit → queryable p50 / p95 (s)", lambda r: delays_text(phase(r), "queryable"),
+             ratio(lambda r: p95(phase(r)), False)),
+            ("… emit → final p50 / p95 (s)", lambda r: delays_text(phase(r), "final"), ""),
+            ("… CPU per stored span (µs)", lambda r: f"{phase(r).cpu_us_per_span():.1f}",
+             ratio(lambda r: phase(r).cpu_us_per_span(), False)),
+        ]  # fmt: skip
+
     rows: list[tuple[str, Callable[[Run], str], str]] = [
         ("idle CPU of the path's processes (cores)", lambda r: f"{sum(r.idle_rates.values()):.3f}", ""),
-        (
+        *phase_rows(
             f"{rate:,.0f} spans/s offered, {runs[0].fixed.duration_s:.0f} s: accepted / stored",
-            lambda r: f"{r.fixed.accepted:,} / {r.fixed.stored:,}",
-            "",
+            lambda r: r.fixed,
+            sustained=False,
         ),
-        (
-            "… emit → queryable p50 / p95 (s)",
-            lambda r: delays_text(r.fixed, "queryable"),
-            ratio(lambda r: p95(r.fixed), False),
-        ),
-        ("… emit → final p50 / p95 (s)", lambda r: delays_text(r.fixed, "final"), ""),
-        (
-            "… CPU per stored span (µs)",
-            lambda r: f"{r.fixed.cpu_us_per_span():.1f}",
-            ratio(lambda r: r.fixed.cpu_us_per_span(), False),
-        ),
-        (
+        *phase_rows(
             f"as fast as accepted, {runs[0].saturation.duration_s:.0f} s: accepted / stored",
-            lambda r: f"{r.saturation.accepted:,} / {r.saturation.stored:,}",
-            "",
-        ),
-        (
-            "… sustained stored spans/s",
-            lambda r: f"{r.saturation.stored_rate:,.0f}",
-            ratio(lambda r: r.saturation.stored_rate, True),
-        ),
-        (
-            "… emit → queryable p50 / p95 (s)",
-            lambda r: delays_text(r.saturation, "queryable"),
-            ratio(lambda r: p95(r.saturation), False),
-        ),
-        ("… emit → final p50 / p95 (s)", lambda r: delays_text(r.saturation, "final"), ""),
-        (
-            "… CPU per stored span (µs)",
-            lambda r: f"{r.saturation.cpu_us_per_span():.1f}",
-            ratio(lambda r: r.saturation.cpu_us_per_span(), False),
+            lambda r: r.saturation,
+            sustained=True,
         ),
         (
             "… of which until stored (µs, no idle correction)",
