@@ -555,19 +555,26 @@ def test_dashboard_questions_read_through_the_read_layer(cluster_stack):
     usage = answers["usage_by_endpoint_24h"]
     assert usage.rows, "no endpoint in the last day: the earlier tests' spans should be there"
     requests = {(row[0], row[1]): row[2] for row in usage.rows}
-    per_shard: dict[tuple[str, str], int] = {}
+    per_shard = _requests_per_endpoint_24h(cluster_stack)
+    assert requests == {key: per_shard[key] for key in requests}
+
+
+def _requests_per_endpoint_24h(settings) -> dict[tuple[str, str], int]:
+    """Requests per (service, route) in the last day's hours, summed over each shard's own rows."""
+    total: dict[tuple[str, str], int] = {}
     for shard in (1, 2):
-        for service, route, n in (
-            _client(cluster_stack, shard)
+        rows = (
+            _client(settings, shard)
             .query(
                 "SELECT service, route, count() FROM agent_events "
                 "WHERE toStartOfHour(ts) >= toStartOfHour(now() - INTERVAL 1 DAY) AND is_request "
                 "GROUP BY service, route"
             )
             .result_rows
-        ):
-            per_shard[(service, route)] = per_shard.get((service, route), 0) + n
-    assert requests == {key: per_shard[key] for key in requests}
+        )
+        for service, route, n in rows:
+            total[(service, route)] = total.get((service, route), 0) + n
+    return total
 
 
 def _per_shard(settings, sql: str, params: dict | None = None) -> list[int]:
@@ -723,17 +730,7 @@ def test_cli_readers_answer_from_every_shard(cluster_stack):
         cells = line.strip().split(" | ")
         if len(cells) >= 3 and cells[2].isdigit():
             shown[(cells[0], cells[1])] = int(cells[2])
-    expected: dict[tuple[str, str], int] = {}
-    for shard in (1, 2):
-        for service, route, n in (
-            _client(cluster_stack, shard)
-            .query(
-                "SELECT service, route, count() FROM agent_events WHERE is_request "
-                "AND toStartOfHour(ts) >= toStartOfHour(now() - INTERVAL 1 DAY) GROUP BY service, route"
-            )
-            .result_rows
-        ):
-            expected[(service, route)] = expected.get((service, route), 0) + n
+    expected = _requests_per_endpoint_24h(cluster_stack)
     assert shown and shown == {key: expected[key] for key in shown}
     assert len(shown) == len(expected)
 
