@@ -305,8 +305,7 @@ def drained(settings: Settings, ch) -> bool:
         if kafka_lag.total_lag(settings.kafka, group, topic) != 0:
             return False
     pending = ch.command(
-        "SELECT (SELECT max(_block_number) FROM span_inbox) > greatest("
-        "(SELECT max(inbox_block) FROM agent_events), (SELECT max(inbox_block) FROM finalizer_skips))"
+        "SELECT (SELECT max(_block_number) FROM span_inbox) > (SELECT done_block FROM finalizer_cursor)"
     )
     return not int(pending)
 

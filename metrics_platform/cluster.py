@@ -6,13 +6,14 @@ One migration set serves every shape. Per server the local schema is exactly the
 (span_inbox, agent_events with its projections, the finalizer, the ledger). A cluster adds:
 
 - on real ClickHouse servers, the replicated variant of each statement (``statement_transform``):
-  ``*MergeTree`` engines become ``Replicated*MergeTree`` and DDL gets ``ON CLUSTER``, or, inside a ``Replicated``
-  database, which carries DDL itself, the engines take the server's default Keeper path. This is a render-time
-  transformation: released migration files are never edited (the runner refuses an edited file by its
-  checksum, which covers the template, not the rendering);
+  ``*MergeTree`` engines become ``Replicated*MergeTree`` and DDL gets ``ON CLUSTER``, except for the tables
+  each server keeps for itself (``SERVER_LOCAL_TABLES``). This is a render-time transformation: released
+  migration files are never edited (the runner refuses an edited file by its checksum, which covers the
+  template, not the rendering);
 - a read database (``<database>_cluster`` by default) on every server, with a Distributed table over each
-  local table that holds events, and a view over each table every server keeps a full copy of (prices,
-  the ledger). Readers switch one database name; aggregate states merge across shards in the initiator.
+  local table that holds events, a view over each table every server keeps a full copy of (prices, the
+  ledger), and a Distributed table over every server for what each keeps of its own (its inbox). Readers
+  switch one database name; aggregate states merge across shards in the initiator.
 """
 
 from __future__ import annotations
@@ -150,13 +151,29 @@ _NAMED_DDL_RE = re.compile(
     re.IGNORECASE,
 )
 _RENAME_RE = re.compile(r"^\s*(?:RENAME|EXCHANGE)\s+(?:TABLE|TABLES|DICTIONARY)\b", re.IGNORECASE)
+_CREATE_TABLE_RE = re.compile(
+    r"^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>`[^`]+`|[A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE
+)
+# Tables every server keeps for itself, never replicated, also where the rest replicates:
+# - span_inbox: the Kafka engine's staging; the finalizer's cursor is its _block_number, which is one server's
+#   commit order (a replicated table takes block numbers from Keeper, before commit, per partition);
+# - finalizer_skips: that cursor's other half;
+# - user_cost_30d_snapshots: what every server computes from its shard's replicated events (and 0014's
+#   user_cost_30d before it: ClickHouse refuses a full refresh into a Replicated* table outside a Replicated
+#   database).
+# Each server runs the refreshable views over its own copies (sql/0017, 0018); agent_events says which server
+# finalized a row (finalized_by), so the replicas of a shard share agent_events without sharing a cursor.
+SERVER_LOCAL_TABLES = frozenset({"span_inbox", "finalizer_skips", "user_cost_30d", "user_cost_30d_snapshots"})
 
 
 def replicated_engines(statement: str, explicit_path: bool = True) -> str:
     """Every ``*MergeTree`` engine of ``statement`` as its ``Replicated*MergeTree`` twin; the engine's own
     arguments follow. ``explicit_path``: with ``ZK_PATH`` and the ``{replica}`` macro (DDL ON CLUSTER);
     without: the arguments the server chooses (inside a ``Replicated`` database, which since ClickHouse 24.9
-    refuses explicit ones by default: ``database_replicated_allow_replicated_engine_arguments`` = 0)."""
+    refuses explicit ones by default: ``database_replicated_allow_replicated_engine_arguments`` = 0). A
+    statement creating one of the ``SERVER_LOCAL_TABLES`` is left as written."""
+    if _created_table(statement) in SERVER_LOCAL_TABLES:
+        return statement
 
     def swap(match: re.Match[str]) -> str:
         family, args = match.group("family"), (match.group("args") or "").strip()
@@ -168,6 +185,11 @@ def replicated_engines(statement: str, explicit_path: bool = True) -> str:
         return f"ENGINE = Replicated{family}MergeTree('{ZK_PATH}', '{{replica}}'{extra})"
 
     return _ENGINE_RE.sub(swap, statement)
+
+
+def _created_table(statement: str) -> str | None:
+    match = _CREATE_TABLE_RE.match(_without_leading_comments(statement))
+    return match.group("name").strip("`") if match else None
 
 
 def on_cluster(statement: str, cluster: str) -> str:
@@ -289,6 +311,25 @@ PER_SERVER_TABLES = frozenset(
     {"schema_migrations", "model_prices", "model_price_aliases", "billing_accounts", "feature_flags"}
 )
 
+# What each server holds of its own (its finalizer's inbox and state): the read layer reads it from every server,
+# through a Distributed table over a cluster that lists each server as a shard of its own (where the cluster
+# itself would read one replica per shard). remote()/clusterAllReplicas() would need a grant the platform's
+# accounts do not have.
+EVERY_SERVERS_OWN = frozenset({"span_inbox", "finalizer_skips", "finalizer_settling"})
+# That cluster's name: ``<cluster>_every_server`` when the servers define it (the chart does), else the cluster
+# itself, which is the same thing with one replica per shard (the local cluster).
+EVERY_SERVER_SUFFIX = "_every_server"
+
+
+def every_server_cluster(cluster: str, defined: Sequence[str]) -> str:
+    """The cluster the read layer reads ``EVERY_SERVERS_OWN`` through, among the ``defined`` cluster names."""
+    candidate = cluster + EVERY_SERVER_SUFFIX
+    return candidate if candidate in defined else cluster
+
+
+# Views answered by each shard (any one replica) over its own data, read through a Distributed table.
+SHARD_VIEWS = frozenset({"user_cost_30d"})
+
 
 @dataclass(frozen=True)
 class LocalTable:
@@ -304,9 +345,13 @@ def sharding_key(table: LocalTable) -> str:
     return "cityHash64(trace_id)" if "trace_id" in table.columns else "rand()"
 
 
-def read_layer_ddl(local_db: str, read_db: str, cluster: str, tables: Sequence[LocalTable]) -> list[str]:
+def read_layer_ddl(
+    local_db: str, read_db: str, cluster: str, tables: Sequence[LocalTable], every_server: str | None = None
+) -> list[str]:
     """Statements creating the read database: a Distributed table per local MergeTree-family table (reads
-    fan out to every shard; inserts are routed by ``sharding_key``), a view per per-server table.
+    fan out to every shard; inserts are routed by ``sharding_key``), a view per per-server table, and a
+    Distributed table over ``every_server`` (``every_server_cluster``; default: ``cluster``) for what each
+    server holds of its own.
 
     Idempotent (``IF NOT EXISTS``); a table added by a later migration is picked up by running it again.
     """
@@ -315,9 +360,16 @@ def read_layer_ddl(local_db: str, read_db: str, cluster: str, tables: Sequence[L
         raise TopologyError(f"the read database must differ from the local one ({local!r})")
     statements = [f"CREATE DATABASE IF NOT EXISTS `{read}`"]
     for table in sorted(tables, key=lambda t: t.name):
-        if not table.engine.endswith("MergeTree"):
-            continue  # Kafka, Null, views: the ingest path, not data
         t = _identifier(table.name)
+        if t in EVERY_SERVERS_OWN:
+            servers = _identifier(every_server or cluster)
+            statements.append(
+                f"CREATE TABLE IF NOT EXISTS `{read}`.`{t}` AS `{local}`.`{t}` "
+                f"ENGINE = Distributed({servers}, {local}, {t})"
+            )
+            continue
+        if not table.engine.endswith("MergeTree") and t not in SHARD_VIEWS:
+            continue  # Kafka, Null, views: the ingest path, not data
         if t in PER_SERVER_TABLES:
             statements.append(f"CREATE VIEW IF NOT EXISTS `{read}`.`{t}` AS SELECT * FROM `{local}`.`{t}`")
         else:

@@ -98,6 +98,9 @@ def template_values(settings: Settings) -> dict[str, str]:
         "finalizer_max_rows": str(settings.ingest.finalizer_max_rows),
         "finalizer_interval_seconds": str(settings.ingest.finalizer_interval_s),
         "max_future_seconds": str(settings.ingest.max_future_s),
+        # Which server finalized a row (sql/0017): replicas of a shard share agent_events, each finalizing its
+        # own span_inbox. One server per agent_events (single node, local cluster): nothing to tell apart.
+        "finalizer_identity": "getMacro('replica')" if settings.cluster.replicated else "''",
     }
 
 

@@ -44,18 +44,13 @@ SELECT
 FROM agent_events
 WHERE finalized_at >= now64(3) - INTERVAL 5 MINUTE AND ts >= now() - INTERVAL 1 HOUR
 """
-# Spans still waiting in the inbox (the oldest's age is the finalizer's lag), and spans of blocks
-# the finalizer can no longer see: stamped more than two minutes before its cursor (sql/0011; looked
-# for over the last hour).
+# Spans still waiting in the finalizers' inboxes, and spans of blocks a finalizer can no longer see (sql/0017):
+# one row per server through a cluster's read layer.
 _SETTLING_SQL = """
-WITH
-    greatest((SELECT max(inbox_block) FROM agent_events), (SELECT max(inbox_block) FROM finalizer_skips)) AS done_block,
-    greatest((SELECT max(ingested_at) FROM agent_events), (SELECT max(ingested_at) FROM finalizer_skips)) AS done_at
-SELECT countIf(ingested_at >= done_at - INTERVAL 2 MINUTE),
-       dateDiff('millisecond', minIf(ingested_at, ingested_at >= done_at - INTERVAL 2 MINUTE), now64(3)) / 1000,
-       countIf(ingested_at < done_at - INTERVAL 2 MINUTE)
-FROM span_inbox
-WHERE ingested_at >= done_at - INTERVAL 1 HOUR AND _block_number > done_block
+SELECT sum(settling_spans),
+       dateDiff('millisecond', minIf(oldest_settling_at, settling_spans > 0), now64(3)) / 1000,
+       sum(stranded_spans)
+FROM finalizer_settling
 """
 
 

@@ -144,6 +144,25 @@ def test_a_span_sent_twice_is_stored_once(stack, ch):
     assert ch.command("SELECT count() FROM agent_events WHERE trace_id = {t:String}", parameters={"t": trace}) == 1
 
 
+def test_rows_another_replica_finalized_leave_this_servers_cursor_alone(stack, ch):
+    """Replicas of a shard share agent_events, each finalizing its own inbox (sql/0017): a row finalized by
+    another server, however far its inbox block, does not move this server's cursor, and this server's next
+    span is still finalized."""
+    service = f"replica-{uuid.uuid4().hex[:8]}"
+    far = 10**15
+    ch.command(
+        "INSERT INTO agent_events (ts, trace_id, span_id, service, kind, ingested_at, inbox_block, finalized_by) "
+        "VALUES (now64(3), {t:String}, {s:String}, {svc:String}, 'internal', now64(3), {b:UInt64}, 'replica-b')",
+        parameters={"t": secrets.token_hex(16), "s": secrets.token_hex(8), "svc": service, "b": far},
+    )
+    assert ch.command("SELECT done_block FROM finalizer_cursor") < far
+    trace = secrets.token_hex(16)
+    _send(stack, service, [span(trace, "GET /after", {"http.route": "GET /after"}, kind=SERVER)])
+    row = _rows(ch, trace, 1)["GET /after"]
+    assert (row["finalized_by"], row["inbox_block"]) != ("replica-b", far)
+    assert row["finalized_by"] == ""
+
+
 @pytest.fixture()
 def prices(stack, ch, tmp_path, monkeypatch):
     """Load the dataset plus test-only models; the default price table is restored afterwards."""

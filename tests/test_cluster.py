@@ -3,6 +3,7 @@ ClickHouse shards, the Collector) on ports of its own, next to the session's sin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -56,7 +57,7 @@ for statement in json.load(sys.stdin):
     except Exception as exc:
         failures.append([statement[:300], str(exc)[:500]])
         continue
-    if ("Replicated" in statement) != ("Replicated" in formatted):
+    if ("ENGINE = Replicated" in statement) != ("ENGINE = Replicated" in formatted):
         failures.append([statement[:300], "engine lost in formatting"])
 print(json.dumps(failures))
 """
@@ -68,7 +69,8 @@ IN_REPLICATED_DATABASE = cluster.DdlMode(replicated=True, cluster="metrics", rep
 
 def _rendered(settings, mode: cluster.DdlMode) -> list[str]:
     """Every statement of every migration as the runner would send it in ``mode``, ledger first."""
-    values = migrations.template_values(settings)
+    shape = dataclasses.replace(settings.cluster, replicated=mode.replicated, on_cluster=mode.on_cluster)
+    values = migrations.template_values(dataclasses.replace(settings, cluster=shape))
     transform = cluster.statement_transform(mode)
     assert transform is not None
     ledger = migrations.LEDGER_DDL.format(engine=cluster.ledger_engine(mode))
@@ -82,12 +84,26 @@ def _rendered(settings, mode: cluster.DdlMode) -> list[str]:
 def test_replicated_variants_of_every_migration_parse(settings):
     """Every statement of every migration, in both replicated variants (ON CLUSTER with explicit Keeper paths;
     inside a Replicated database with the server's default paths), is valid ClickHouse SQL (formatQuery in
-    the embedded engine, in a process of its own: the engine is global to a process)."""
+    the embedded engine, in a process of its own: the engine is global to a process). The tables each server
+    keeps for itself stay plain, and every refreshable view refreshes on every server."""
     on_cluster, in_database = _rendered(settings, ON_CLUSTER), _rendered(settings, IN_REPLICATED_DATABASE)
     for statements in (on_cluster, in_database):
         engines = sum("ENGINE = Replicated" in s for s in statements)
         plain = [s for s in statements if re.search(r"ENGINE = (Aggregating|Replacing|Summing)?MergeTree", s)]
-        assert engines >= 15 and not plain, plain[:3]
+        assert engines >= 15, engines
+        assert {cluster._created_table(s) for s in plain} == cluster.SERVER_LOCAL_TABLES
+        # The replicas of a shard share agent_events, each finalizing its own inbox under its own name.
+        assert any("DEFAULT getMacro('replica')" in s for s in statements)
+        assert not any("finalized_by = ''" in s for s in statements)
+    # The refreshable views as they stand after the last migration: APPEND on every server (a full refresh
+    # inside a Replicated database is coordinated, and its table swap replicates to every shard).
+    latest: dict[str, str] = {}
+    for s in on_cluster:
+        match = re.search(r"CREATE MATERIALIZED VIEW (?:IF NOT EXISTS )?(\w+) ON CLUSTER metrics\s+REFRESH", s)
+        if match:
+            latest[match.group(1)] = s
+    assert set(latest) == {"finalize_spans", "skip_copied_batches", "refresh_user_cost_30d"}
+    assert all("SETTINGS all_replicas = 1 APPEND TO" in s for s in latest.values())
     ddl = [s for s in on_cluster if migrations.guard(s) is None and not s.lstrip().upper().startswith("INSERT")]
     assert all(" ON CLUSTER metrics" in s for s in ddl), [s[:80] for s in ddl if " ON CLUSTER" not in s][:3]
     # Inside a Replicated database: no ON CLUSTER (refused there), and no Keeper path but the shared ledger's.
@@ -115,6 +131,9 @@ def test_replicated_engines_keep_their_arguments():
     assert "ENGINE = ReplicatedMergeTree ORDER BY" in cluster.replicated_engines(
         "CREATE TABLE t (v UInt8) ENGINE = MergeTree ORDER BY v", explicit_path=False
     )
+    # What each server keeps for itself stays plain in both variants.
+    inbox = "-- staging\nCREATE TABLE IF NOT EXISTS span_inbox (v UInt8) ENGINE = MergeTree ORDER BY v"
+    assert cluster.replicated_engines(inbox) == cluster.replicated_engines(inbox, explicit_path=False) == inbox
     rename = cluster.on_cluster("-- if: SELECT 1\nRENAME TABLE IF EXISTS a TO b", "c1")
     assert rename == "-- if: SELECT 1\nRENAME TABLE IF EXISTS a TO b ON CLUSTER c1"
     assert migrations.guard(rename) == "SELECT 1"
@@ -178,15 +197,29 @@ def test_topology_parsing_and_read_layer():
         LocalTable("alert_status", "ReplacingMergeTree", ("rule",)),
         LocalTable("model_prices", "MergeTree", ("model",)),
         LocalTable("kafka_otel_spans", "Kafka", ("raw",)),
+        LocalTable("span_inbox", "MergeTree", ("trace_id",)),
+        LocalTable("finalizer_settling", "View", ("settling_spans",)),
     ]
     ddl = cluster.read_layer_ddl("metrics", "metrics_cluster", "metrics", tables)
     assert ddl[0] == "CREATE DATABASE IF NOT EXISTS `metrics_cluster`"
     assert "ENGINE = Distributed(metrics, metrics, agent_events, cityHash64(trace_id))" in ddl[1]
     assert "ENGINE = Distributed(metrics, metrics, alert_status, rand())" in ddl[2]
     assert (
-        ddl[3] == "CREATE VIEW IF NOT EXISTS `metrics_cluster`.`model_prices` AS SELECT * FROM `metrics`.`model_prices`"
+        ddl[4] == "CREATE VIEW IF NOT EXISTS `metrics_cluster`.`model_prices` AS SELECT * FROM `metrics`.`model_prices`"
     )
-    assert len(ddl) == 4  # no Distributed table over the Kafka engine table
+    # Each server's own inbox and finalizer state: read from every server.
+    assert [ddl[3], ddl[5]] == [
+        f"CREATE TABLE IF NOT EXISTS `metrics_cluster`.`{t}` AS `metrics`.`{t}` "
+        f"ENGINE = Distributed(metrics, metrics, {t})"
+        for t in ("finalizer_settling", "span_inbox")
+    ]
+    assert (
+        "Distributed(metrics_every_server, metrics, span_inbox)"
+        in cluster.read_layer_ddl("metrics", "metrics_cluster", "metrics", tables, "metrics_every_server")[5]
+    )
+    assert cluster.every_server_cluster("prod", ["prod", "prod_every_server"]) == "prod_every_server"
+    assert cluster.every_server_cluster("metrics", ["metrics"]) == "metrics"
+    assert len(ddl) == 6  # no Distributed table over the Kafka engine table
     with pytest.raises(TopologyError):
         cluster.shard_of_traces({"t1": {1}, "t2": {1, 2}})
 

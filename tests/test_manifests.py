@@ -675,6 +675,11 @@ def test_clickhouse_cluster_layout_names_the_rendered_pods(rendered: list[dict])
     shard_hosts = [[r.findtext("host") for r in s.findall("replica")] for s in layout.findall("shard")]
     assert [len(h) for h in shard_hosts] == [replicas] * shards
     assert {h for hosts in shard_hosts for h in hosts} <= pod_hosts
+    # The read layer's every-server cluster: each pod a shard of its own.
+    every = cluster.find("remote_servers").find(values["clickhouse"]["cluster"] + "_every_server")
+    assert [[r.findtext("host") for r in s.findall("replica")] for s in every.findall("shard")] == [
+        [h] for hosts in shard_hosts for h in hosts
+    ]
     keeper_hosts = {n.findtext("host") for n in cluster.find("zookeeper")}
     assert len(keeper_hosts) == values["keeper"]["replicas"] and keeper_hosts <= pod_hosts
     keeper = ET.fromstring(
