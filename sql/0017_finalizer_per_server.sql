@@ -16,7 +16,7 @@ ALTER TABLE agent_events MATERIALIZE PROJECTION p_finalizer_cursor;
 ALTER TABLE agent_events DROP PROJECTION IF EXISTS p_inbox_cursor;
 
 -- Where this server's finalizer stands: the finalizer, pipeline health and the benchmarks read it. (Naming the
--- projection spares the planner weighing the other nine: 9 instead of 13 ms at 30M events.)
+-- projection spares the planner weighing the others: 9 instead of 13 ms at 30M events.)
 CREATE OR REPLACE VIEW finalizer_cursor AS
 WITH
     (SELECT (max(inbox_block), max(ingested_at)) FROM agent_events WHERE finalized_by = {{finalizer_identity}}
@@ -177,7 +177,7 @@ HAVING count() > 0 AND countIf(NOT duplicate) = 0;
 
 -- What this server's finalizer has yet to do: spans still settling in its inbox (and the oldest one's age, the
 -- finalizer's lag), and spans of blocks it can no longer see, stamped more than two minutes before its cursor
--- (looked for over the last hour). Pipeline health sums it over every server (the read layer's view).
+-- (looked for over the last hour). Pipeline health sums it over every server (through a cluster's read layer).
 CREATE OR REPLACE VIEW finalizer_settling AS
 WITH (SELECT (done_block, done_at) FROM finalizer_cursor) AS cursor, cursor.1 AS done_block, cursor.2 AS done_at
 SELECT countIf(ingested_at >= done_at - INTERVAL 2 MINUTE) AS settling_spans,
