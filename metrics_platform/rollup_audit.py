@@ -19,7 +19,7 @@ from decimal import Decimal
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from metrics_platform.rollups import REQUEST_LATENCY, Rollup
+from metrics_platform.rollups import Rollup
 
 QUANTILE_TOLERANCE = 0.05
 RANK_TOLERANCE = 0.05
@@ -67,10 +67,9 @@ def _at_rank(ch: Client, rollup: Rollup, key: tuple[str, ...], q: float, value: 
     """Whether ``value`` sits at rank ``q`` (± ``RANK_TOLERANCE``) among the raw latencies of ``key``'s bucket."""
     if math.isnan(value):
         return False
-    conditions = [f"lower(toString({column})) = lower({{k{i}:String}})" for i, column in enumerate(
-        (rollup.bucket, *rollup.keys))]  # fmt: skip
-    if rollup.latency == REQUEST_LATENCY:
-        conditions.append("is_request")
+    columns = (rollup.bucket, *rollup.keys)
+    conditions = [f"lower(toString({c})) = lower({{k{i}:String}})" for i, c in enumerate(columns)]
+    conditions.append(rollup.latency_rows)
     below, at_or_below = ch.query(
         f"SELECT countIf(latency_ms < {{v:Float64}}) / count(), countIf(latency_ms <= {{v:Float64}}) / count() "
         f"FROM agent_events WHERE {' AND '.join(conditions)}",

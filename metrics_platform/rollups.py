@@ -57,6 +57,11 @@ class Rollup:
     audit_hours: int  # default audit window: a few of its buckets
 
     @property
+    def latency_rows(self) -> str:
+        """The raw rows its latency quantiles cover, as a condition."""
+        return "is_request" if self.latency == REQUEST_LATENCY else "1"
+
+    @property
     def group_columns(self) -> tuple[str, ...]:
         return (self.bucket_column, *self.keys)
 
