@@ -14,17 +14,18 @@ CREATE TABLE IF NOT EXISTS user_cost_30d_snapshots
     requests        UInt64,
     failed_requests UInt64,
     cost_usd        Decimal(38, 10),
-    refreshed_at    DateTime('UTC')
+    -- microseconds: two refreshes within one second (a manual one after a scheduled one) stay apart
+    refreshed_at    DateTime64(6, 'UTC')
 )
 ENGINE = MergeTree
 ORDER BY (refreshed_at, user_id_hash)
-TTL refreshed_at + INTERVAL 1 HOUR DELETE;
+TTL toDateTime(refreshed_at) + INTERVAL 1 HOUR DELETE;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS refresh_user_cost_30d
 REFRESH EVERY 5 MINUTE SETTINGS all_replicas = 1 APPEND TO user_cost_30d_snapshots
 AS
 SELECT user_id_hash, countIf(is_request) AS requests, countIf(is_request AND status != 'ok') AS failed_requests,
-       sum(cost_usd) AS cost_usd, now() AS refreshed_at
+       sum(cost_usd) AS cost_usd, now64(6) AS refreshed_at
 FROM agent_events
 WHERE toDate(ts) >= today() - 30 AND user_id_hash != ''
 GROUP BY user_id_hash
