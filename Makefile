@@ -23,10 +23,13 @@ $(BIN)/.installed: pyproject.toml deploy/check-prereqs.sh
 
 install: $(BIN)/.installed
 
+# Go's caches inside the checkout, as the launcher's Collector build uses them.
+GO_ENV := GOMODCACHE=$(CURDIR)/.cache/go/mod GOCACHE=$(CURDIR)/.cache/go/build GOFLAGS=-modcacherw \
+	GOTOOLCHAIN=local CGO_ENABLED=0
+
 $(HELM):
 	@mkdir -p $(@D)
-	GOBIN=$(CURDIR)/$(@D) GOMODCACHE=$(CURDIR)/.cache/go/mod GOCACHE=$(CURDIR)/.cache/go/build \
-	  GOFLAGS=-modcacherw GOTOOLCHAIN=local CGO_ENABLED=0 go install -trimpath \
+	GOBIN=$(CURDIR)/$(@D) $(GO_ENV) go install -trimpath \
 	  -ldflags='-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 manifest-tools: $(HELM)
@@ -52,6 +55,7 @@ demo: install
 test: install manifest-tools
 	$(BIN)/ruff check metrics_platform tests bench
 	$(BIN)/dg check defs
+	cd deploy/otelcol && $(GO_ENV) go test ./spanredactionprocessor/
 	$(BIN)/metrics-platform install
 	$(BIN)/python -m pytest
 

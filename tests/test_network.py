@@ -530,7 +530,12 @@ def test_the_collector_resolves_listen_address_tls_and_token(monkeypatch, tmp_pa
     # Health and metrics stay on loopback; the PII processors and the Kafka exporter are untouched.
     assert config["extensions"]["health_check"]["endpoint"] == f"127.0.0.1:{c.health_port}"
     pipeline = config["service"]["pipelines"]["traces"]
-    assert pipeline["processors"][:4] == ["memory_limiter", "transform/pii", "redaction/pii", "linkredaction/pii"]
+    assert pipeline["processors"] == [
+        "memory_limiter",
+        "transform/pii",
+        "transform/span_name",
+        "spanredaction/pii",
+    ]
     assert pipeline["exporters"] == ["kafka"]
 
     # Defaults: loopback, no TLS block at all, no authenticator.

@@ -345,19 +345,20 @@ def test_rendered_policy_escapes_regexes_and_keeps_the_salt_out(tmp_path: Path):
     policy = tmp_path / "policy.toml"
     source = Path(collector.SOURCE_DIR / "pii-policy.toml").read_text()
     # A pattern holding `"`, a backslash and `$` must reach the Collector unchanged: `$` doubled for
-    # the config loader everywhere, `"` and `\` escaped inside OTTL string literals.
-    policy.write_text(source.replace("[redact.patterns]", "[redact.patterns]\nodd = '\"x\\d+$'", 1))
+    # the config loader everywhere.
+    source = source.replace("[redact.patterns]", "[redact.patterns]\nodd = '\"x\\d+$'", 1)
+    policy.write_text(source.replace("key_patterns = []", "key_patterns = ['^\"k\\d+$']", 1))
     processors = pii_policy.render(pii_policy.load(policy), keep_content=False)["processors"]
-    assert '"x\\d+$$' in processors["redaction/pii"]["blocked_values"]
-    name_statement = processors["transform/pii_text"]["trace_statements"][0]["statements"][0]
-    assert '(?:\\"x\\\\d+$$)' in name_statement
-    key_statements = processors["transform/pii"]["trace_statements"][2]["statements"]
-    assert any("gen_ai\\\\.input\\\\.messages" in st for st in key_statements)
+    assert '"x\\d+$$' in processors["spanredaction/pii"]["blocked_values"]
+    removal = processors["spanredaction/pii"]
+    assert '^"k\\d+$$' in removal["drop_key_patterns"] and "gen_ai.input.messages" in removal["drop_keys"]
+    # The OTTL statements carry the salt as a reference and their regexes escaped.
+    url_statements = processors["transform/pii"]["trace_statements"][2]["statements"]
+    assert 'replace_pattern(span.attributes["http.url"], "\\\\?[^#]*", "?****")' in " ".join(url_statements)
     assert pii_policy.SALT_REFERENCE in json.dumps(processors) and SALT not in json.dumps(processors)
     # Kept content is not deleted (the value patterns still apply to it).
     kept = pii_policy.render(pii_policy.load(policy), keep_content=True)["processors"]
-    kept_statements = kept["transform/pii"]["trace_statements"][2]["statements"]
-    assert not any("gen_ai\\\\.input\\\\.messages" in st for st in kept_statements)
+    assert "gen_ai.input.messages" not in kept["spanredaction/pii"]["drop_keys"]
 
 
 @pytest.mark.parametrize(

@@ -26,10 +26,9 @@ import (
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/healthcheckextension"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/storage/filestorage"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/attributesprocessor"
-	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/redactionprocessor"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/transformprocessor"
 
-	"github.com/metrics-platform/deploy/otelcol/linkredactionprocessor"
+	"github.com/metrics-platform/deploy/otelcol/spanredactionprocessor"
 )
 
 // version is overridable at link time (-ldflags "-X main.version=...") so a
@@ -59,12 +58,11 @@ func components() (otelcol.Factories, error) {
 		// answered 200, so a crash loses them. Batching happens in the kafka
 		// exporter's persistent sending queue instead (config.yaml).
 		transformprocessor.NewFactory(),
-		// The PII policy (pii-policy.toml, rendered by the launcher): regex
-		// masking of attribute values on resources, scopes, spans and events.
-		redactionprocessor.NewFactory(),
-		// Our own: the same policy on span link attributes, which no component
-		// at this release reaches.
-		linkredactionprocessor.NewFactory(),
+		// Our own, with the transform processor the PII policy (pii-policy.toml,
+		// rendered by the launcher): the value patterns everywhere in a span, each
+		// run only on text holding what it requires, and the key removal on span
+		// links, which no component at this release reaches.
+		spanredactionprocessor.NewFactory(),
 		// Not used by config.yaml, but cheap to include and handy for ad-hoc
 		// redaction configs.
 		attributesprocessor.NewFactory(),

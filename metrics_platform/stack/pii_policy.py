@@ -1,14 +1,15 @@
 """The Collector's PII policy: ``deploy/otelcol/pii-policy.toml`` turned into processor config.
 
-The operator edits one TOML file; at every start the launcher renders it into the four processors
+The operator edits one TOML file; at every start the launcher renders it into the two processors
 that ``deploy/otelcol/config.yaml`` puts in the traces pipeline:
 
-- ``transform/pii`` (OTTL): identity keys hashed into the target key with the secret salt, raw
-  identity, drop and (by default) content keys removed, URL query strings and fragments replaced,
-  on resource, scope, span and span-event attributes;
-- ``redaction/pii``: every value pattern masked in every attribute value at those levels;
-- ``linkredaction/pii`` (ours, deploy/otelcol/linkredactionprocessor): the same on span links;
-- ``transform/pii_text`` (OTTL): the value patterns in span names, status messages and event names.
+- ``transform/pii`` (OTTL): identity keys hashed into the target key with the secret salt, URL
+  query strings and fragments replaced, on resource, scope, span and span-event attributes;
+- ``spanredaction/pii`` (ours, deploy/otelcol/spanredactionprocessor): raw identity, drop and (by
+  default) content keys removed from those attributes and from span links (which no contrib component
+  reaches; there at any depth), and every value pattern masked in every attribute value, span name,
+  status message and event name (a query string in a span name too). It runs after the span-name
+  fill, so a name built from attributes is redacted too.
 
 The rendered file holds no secret: the salt stays an ``${env:...}`` reference that the Collector
 expands in memory. Standard library only: the Collector image renders the policy with this one file
@@ -115,17 +116,7 @@ def _config_string(text: str) -> str:
     return text.replace("$", "$$")
 
 
-def _any_key(keys: tuple[str, ...], patterns: tuple[str, ...]) -> str:
-    """One regex matching any of the exact keys or key patterns: one pass over each map."""
-    alternatives = [f"^(?:{'|'.join(re.escape(k) for k in keys)})$"] if keys else []
-    return "|".join(alternatives + [f"(?:{p})" for p in patterns])
-
-
-def _any_value(policy: PiiPolicy) -> str:
-    return "|".join(f"(?:{p})" for p in policy.patterns.values())
-
-
-def _key_statements(policy: PiiPolicy, attrs: str, keep_content: bool) -> list[str]:
+def _key_statements(policy: PiiPolicy, attrs: str) -> list[str]:
     target = f"{attrs}[{_literal(policy.hash_target)}]"
     salt = f'"{SALT_REFERENCE}"'
     statements = [
@@ -139,8 +130,6 @@ def _key_statements(policy: PiiPolicy, attrs: str, keep_content: bool) -> list[s
             f'set({target}, SHA256(Concat([{salt}, {value}], ""))) '
             f'where {target} == nil and {value} != nil and {value} != ""'
         )
-    keys, patterns = policy.removed_keys(keep_content)
-    statements.append(f"delete_matching_keys({attrs}, {_literal(_any_key(keys, patterns))})")
     query, fragment = _literal("?" + policy.replacement), _literal("#" + policy.replacement)
     for key in policy.url_keys:
         value = f"{attrs}[{_literal(key)}]"
@@ -153,54 +142,29 @@ def _key_statements(policy: PiiPolicy, attrs: str, keep_content: bool) -> list[s
 
 
 def render(policy: PiiPolicy, keep_content: bool) -> dict:
-    """The ``processors`` section for the four PII processors named in config.yaml."""
-    any_value = _literal(_any_value(policy))
-    replacement = _literal(policy.replacement)
+    """The ``processors`` section for the two PII processors named in config.yaml."""
     keys, key_patterns = policy.removed_keys(keep_content)
     return {
         "processors": {
             "transform/pii": {
                 # silent: an error log would print the statement, which holds the expanded salt. A
-                # failing set() still falls through to the delete, so a raw id is never kept.
+                # failing set() leaves the raw id to spanredaction/pii, which removes it.
                 "error_mode": "silent",
                 "trace_statements": [
-                    {"context": context, "statements": _key_statements(policy, attrs, keep_content)}
+                    {"context": context, "statements": _key_statements(policy, attrs)}
                     for context, attrs in _CONTEXTS
                 ],
             },
-            "redaction/pii": {
-                "allow_all_keys": True,
-                # Numbers, arrays and maps are matched in their string form too (a card number sent
-                # as an int, an e-mail inside a list of messages); only matching values change type.
-                "redact_all_types": True,
+            "spanredaction/pii": {
+                # A value is matched in its string form (a card number sent as an int, an e-mail in
+                # a list of messages); only a value that changes becomes a (masked) string.
                 "ignored_keys": [_config_string(policy.hash_target)],
-                "blocked_values": [_config_string(p) for p in policy.patterns.values()],
-                # No redaction.* summary attributes: they would land in every stored row.
-                "summary": "silent",
-            },
-            "linkredaction/pii": {
                 "drop_keys": [_config_string(k) for k in keys],
                 "drop_key_patterns": [_config_string(p) for p in key_patterns],
                 "blocked_values": [_config_string(p) for p in policy.patterns.values()],
                 "replacement": _config_string(policy.replacement),
-            },
-            "transform/pii_text": {
-                "error_mode": "ignore",
-                "trace_statements": [
-                    {
-                        "context": "span",
-                        "statements": [
-                            f"replace_pattern(span.name, {any_value}, {replacement})",
-                            # A span name should hold no query string (OpenTelemetry naming rules).
-                            f'replace_pattern(span.name, "\\\\?\\\\S+", {_literal("?" + policy.replacement)})',
-                            f"replace_pattern(span.status.message, {any_value}, {replacement})",
-                        ],
-                    },
-                    {
-                        "context": "spanevent",
-                        "statements": [f"replace_pattern(spanevent.name, {any_value}, {replacement})"],
-                    },
-                ],
+                # A span name should hold no query string (OpenTelemetry naming rules).
+                "name_query_replacement": _config_string("?" + policy.replacement),
             },
         }
     }
