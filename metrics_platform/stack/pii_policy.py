@@ -151,8 +151,7 @@ def render(policy: PiiPolicy, keep_content: bool) -> dict:
                 # failing set() leaves the raw id to spanredaction/pii, which removes it.
                 "error_mode": "silent",
                 "trace_statements": [
-                    {"context": context, "statements": _key_statements(policy, attrs)}
-                    for context, attrs in _CONTEXTS
+                    {"context": context, "statements": _key_statements(policy, attrs)} for context, attrs in _CONTEXTS
                 ],
             },
             "spanredaction/pii": {
