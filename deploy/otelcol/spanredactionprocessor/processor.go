@@ -1,5 +1,5 @@
 // Package spanredactionprocessor masks the PII policy's value patterns everywhere in a span, and
-// removes the policy's keys from span links.
+// removes the policy's keys from its attributes.
 //
 // Values: attribute values of resources, scopes, spans and span events (in their string form, as
 // the contrib redaction processor's redact_all_types does: a masked number, list or map becomes a
@@ -123,9 +123,9 @@ func createTraces(ctx context.Context, set processor.Settings, cfg component.Con
 
 func (r *spanRedaction) process(_ context.Context, td ptrace.Traces) (ptrace.Traces, error) {
 	for _, rs := range td.ResourceSpans().All() {
-		r.maskAttributes(rs.Resource().Attributes())
+		r.scrubAttributes(rs.Resource().Attributes())
 		for _, ss := range rs.ScopeSpans().All() {
-			r.maskAttributes(ss.Scope().Attributes())
+			r.scrubAttributes(ss.Scope().Attributes())
 			for _, span := range ss.Spans().All() {
 				r.processSpan(span)
 			}
@@ -135,7 +135,7 @@ func (r *spanRedaction) process(_ context.Context, td ptrace.Traces) (ptrace.Tra
 }
 
 func (r *spanRedaction) processSpan(span ptrace.Span) {
-	r.maskAttributes(span.Attributes())
+	r.scrubAttributes(span.Attributes())
 	if name, changed := r.mask(span.Name()); changed {
 		span.SetName(name)
 	}
@@ -146,19 +146,19 @@ func (r *spanRedaction) processSpan(span ptrace.Span) {
 		span.Status().SetMessage(message)
 	}
 	for _, event := range span.Events().All() {
-		r.maskAttributes(event.Attributes())
+		r.scrubAttributes(event.Attributes())
 		if name, changed := r.mask(event.Name()); changed {
 			event.SetName(name)
 		}
 	}
 	for _, link := range span.Links().All() {
-		r.scrub(link.Attributes())
+		r.scrubNested(link.Attributes())
 	}
 }
 
-// maskAttributes removes the policy's keys and masks each value in its string form (a number, list or
-// map is read as it prints); only a value that changes is replaced, by the masked string.
-func (r *spanRedaction) maskAttributes(attrs pcommon.Map) {
+// scrubAttributes removes the policy's keys and masks each value in its string form (a number, list
+// or map is read as it prints); only a value that changes is replaced, by the masked string.
+func (r *spanRedaction) scrubAttributes(attrs pcommon.Map) {
 	attrs.RemoveIf(r.dropped)
 	for k, v := range attrs.All() {
 		if _, ignored := r.ignoredKeys[k]; ignored {
@@ -199,15 +199,15 @@ func (r *spanRedaction) dropped(k string, _ pcommon.Value) bool {
 	return false
 }
 
-func (r *spanRedaction) scrub(attrs pcommon.Map) {
+// scrubNested removes the policy's keys and masks strings at any depth, keeping each value's type
+// (span links, which the contrib processors never reached and which have been scrubbed so since).
+func (r *spanRedaction) scrubNested(attrs pcommon.Map) {
 	attrs.RemoveIf(r.dropped)
 	for _, v := range attrs.All() {
 		r.maskValue(v)
 	}
 }
 
-// maskValue masks strings, and strings nested in arrays and maps, in place (span links: nested keys
-// are removed too, which a value's string form could not do).
 func (r *spanRedaction) maskValue(v pcommon.Value) {
 	switch v.Type() {
 	case pcommon.ValueTypeStr:
@@ -219,6 +219,6 @@ func (r *spanRedaction) maskValue(v pcommon.Value) {
 			r.maskValue(e)
 		}
 	case pcommon.ValueTypeMap:
-		r.scrub(v.Map())
+		r.scrubNested(v.Map())
 	}
 }
