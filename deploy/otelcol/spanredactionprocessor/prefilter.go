@@ -15,9 +15,18 @@ import (
 // the cost. The sets come from the pattern's syntax tree, so a policy edit needs no prefilter edit. A
 // nil prefilter (nothing is required) always says "maybe".
 type prefilter struct {
-	// minBytes: no shorter text can match (a card number needs 13 digits).
+	// minBytes: no shorter text can match (a card number needs 13 characters).
 	minBytes int
 	sets     []literalSet
+	// runs: stretches of one ASCII class the text must hold (a card number needs 12 digits in a row).
+	// Digits are in most texts (model names, routes, numbers); runs of them are not.
+	runs []classRun
+}
+
+// classRun is a requirement of at least min consecutive bytes of class.
+type classRun struct {
+	class byteSet
+	min   int
 }
 
 // literalSet is one requirement: a byte of bytes, or one of multi.
@@ -30,7 +39,8 @@ type literalSet struct {
 // (digits, "@", "+"), which are most of them.
 type byteSet [4]uint64
 
-func (b *byteSet) add(c byte) { b[c>>6] |= 1 << (c & 63) }
+func (b *byteSet) add(c byte)      { b[c>>6] |= 1 << (c & 63) }
+func (b *byteSet) has(c byte) bool { return b[c>>6]&(1<<(c&63)) != 0 }
 func (b *byteSet) meets(o *byteSet) bool {
 	return b[0]&o[0] != 0 || b[1]&o[1] != 0 || b[2]&o[2] != 0 || b[3]&o[3] != 0
 }
@@ -79,12 +89,12 @@ func newPrefilter(pattern string) (*prefilter, error) {
 	}
 	re = re.Simplify()
 	sets := distinct(required(re))
-	if len(sets) == 0 {
+	if len(sets) == 0 && len(requiredRuns(re)) == 0 {
 		return nil, nil
 	}
 	// Sets with long literals first: they rule out most texts, and the first miss ends the check.
 	sort.SliceStable(sets, func(i, j int) bool { return shortest(sets[i]) > shortest(sets[j]) })
-	p := &prefilter{minBytes: minRunes(re)}
+	p := &prefilter{minBytes: minRunes(re), runs: requiredRuns(re)}
 	for _, set := range sets {
 		var ls literalSet
 		for _, l := range set {
@@ -134,7 +144,26 @@ func (p *prefilter) mayMatch(t *text) bool {
 			return false
 		}
 	}
+	for _, run := range p.runs {
+		if !run.heldBy(t.s) {
+			return false
+		}
+	}
 	return true
+}
+
+func (r classRun) heldBy(s string) bool {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !r.class.has(s[i]) {
+			n = 0
+			continue
+		}
+		if n++; n >= r.min {
+			return true
+		}
+	}
+	return false
 }
 
 func (ls *literalSet) heldBy(t *text) bool {
@@ -214,6 +243,56 @@ func required(re *syntax.Regexp) [][]literal {
 		// Anchors, word boundaries, empty matches, any character, optional parts: nothing required.
 		return nil
 	}
+}
+
+// requiredRuns finds, on the parts every match goes through, consecutive copies of one ASCII class
+// (Simplify writes \d{12} as twelve \d): each copy matches one byte, so the text holds that many bytes
+// of the class in a row.
+func requiredRuns(re *syntax.Regexp) []classRun {
+	switch re.Op {
+	case syntax.OpCapture, syntax.OpPlus:
+		return requiredRuns(re.Sub[0])
+	case syntax.OpRepeat:
+		if re.Min < 1 {
+			return nil
+		}
+		return requiredRuns(re.Sub[0])
+	case syntax.OpConcat:
+		var runs []classRun
+		for i := 0; i < len(re.Sub); {
+			j := i + 1
+			for j < len(re.Sub) && sameASCIIClass(re.Sub[i], re.Sub[j]) {
+				j++
+			}
+			if j-i >= 2 {
+				var class byteSet
+				for k := 0; k+1 < len(re.Sub[i].Rune); k += 2 {
+					for r := re.Sub[i].Rune[k]; r <= re.Sub[i].Rune[k+1]; r++ {
+						class.add(byte(r))
+					}
+				}
+				runs = append(runs, classRun{class: class, min: j - i})
+			} else {
+				runs = append(runs, requiredRuns(re.Sub[i])...)
+			}
+			i = j
+		}
+		return runs
+	default:
+		return nil
+	}
+}
+
+func sameASCIIClass(a, b *syntax.Regexp) bool {
+	if a.Op != syntax.OpCharClass || b.Op != syntax.OpCharClass || len(a.Rune) != len(b.Rune) {
+		return false
+	}
+	for i := range a.Rune {
+		if a.Rune[i] != b.Rune[i] || a.Rune[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // minRunes is the fewest runes a match holds, so the fewest bytes (a rune takes one or more, and

@@ -1,6 +1,7 @@
 package spanredactionprocessor
 
 import (
+	"fmt"
 	"math/rand"
 	"os"
 	"regexp"
@@ -50,9 +51,7 @@ func literalsOf(t *testing.T, pattern string) []string {
 	for _, set := range p.sets {
 		var texts []string
 		for c := 0; c < 256; c++ {
-			var one byteSet
-			one.add(byte(c))
-			if set.bytes.meets(&one) {
+			if set.bytes.has(byte(c)) {
 				texts = append(texts, string(rune(c)))
 			}
 		}
@@ -144,6 +143,37 @@ func TestShorterTextsCannotMatch(t *testing.T) {
 		}
 		if got := minRunes(re.Simplify()); got != want {
 			t.Errorf("%s: at least %d runes, want %d", pattern, got, want)
+		}
+	}
+}
+
+func TestRunsOfOneClass(t *testing.T) {
+	for pattern, want := range map[string][]int{
+		`\b[2-6]\d{12,18}\b`:                    {12},
+		`\(?\b\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}\b`: {3, 3, 4},
+		`\d+x`:                                  nil,
+		`(?:\d{5}|a)`:                           nil,
+		`[é]{3}`:                                nil,
+	} {
+		re, err := syntax.Parse(pattern, syntax.Perl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int
+		for _, run := range requiredRuns(re.Simplify()) {
+			got = append(got, run.min)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: runs %v, want %v", pattern, got, want)
+		}
+	}
+	card, _ := newPrefilter(`\b[2-6]\d{12,18}\b`)
+	for text, want := range map[string]bool{
+		"card 4111111111111111": true, "POST /v1/route3 claude-sonnet-4-5": false, "12345678901 2": false,
+	} {
+		tx := newText(text)
+		if card.mayMatch(&tx) != want {
+			t.Errorf("card prefilter on %q: %v, want %v", text, !want, want)
 		}
 	}
 }
