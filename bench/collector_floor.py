@@ -23,11 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare_peer import cpu_seconds, start_ours  # noqa: E402
-from confluent_kafka import TopicPartition  # noqa: E402
 from confluent_kafka.admin import NewTopic  # noqa: E402
 from e2e_throughput import run_senders  # noqa: E402
 
-from metrics_platform import kafka_clients  # noqa: E402
+from metrics_platform import kafka_clients, kafka_lag  # noqa: E402
 from metrics_platform.stack import collector  # noqa: E402
 from metrics_platform.stack.process import port_in_use, require_free_ports, wait_until  # noqa: E402
 
@@ -78,20 +77,6 @@ def load(port: int, pids: dict[str, int], seconds: float, senders: int) -> dict[
     return row
 
 
-def floor_records(kafka_settings) -> int:
-    """Records in the floor's topic: proof that its spans reached Kafka (the exporter drops what it cannot send)."""
-    consumer = kafka_clients.consumer(kafka_settings, "collector-floor-count")
-    try:
-        metadata = consumer.list_topics(FLOOR_TOPIC, timeout=10)
-        total = 0
-        for partition in metadata.topics[FLOOR_TOPIC].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(FLOOR_TOPIC, partition), timeout=10)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=int, default=33000, help="port base of the stack")
@@ -125,7 +110,8 @@ def main() -> None:
         ours = load(settings.collector.otlp_http_port, ours_pids, args.seconds, args.senders)
         report(f"floor: as fast as accepted for {args.seconds:.0f} s")
         floor = load(floor_port, {"otelcol": process.pid, "kafka": pids["kafka"]}, args.seconds, args.senders)
-        records = floor_records(settings.kafka)
+        # A group that never committed counts every record of the topic as unread: the records delivered.
+        records = kafka_lag.total_lag(settings.kafka, "collector-floor-count", FLOOR_TOPIC)
         if records == 0 or "Dropping data" in log.read_text():
             raise RuntimeError(f"the floor Collector did not deliver to Kafka: see {log}")
     finally:

@@ -88,13 +88,13 @@ func newPrefilter(pattern string) (*prefilter, error) {
 		return nil, err
 	}
 	re = re.Simplify()
-	sets := distinct(required(re))
-	if len(sets) == 0 && len(requiredRuns(re)) == 0 {
+	sets, runs := distinct(required(re)), requiredRuns(re)
+	if len(sets) == 0 && len(runs) == 0 {
 		return nil, nil
 	}
 	// Sets with long literals first: they rule out most texts, and the first miss ends the check.
 	sort.SliceStable(sets, func(i, j int) bool { return shortest(sets[i]) > shortest(sets[j]) })
-	p := &prefilter{minBytes: minRunes(re), runs: requiredRuns(re)}
+	p := &prefilter{minBytes: minRunes(re), runs: runs}
 	for _, set := range sets {
 		var ls literalSet
 		for _, l := range set {
