@@ -239,7 +239,8 @@ class IngestSettings:
     # How far before a batch the finalizer looks for ancestors and earlier copies of its spans.
     context_lookback_s: int
     inbox_retention_hours: int
-    # The most rows one finalizer batch takes (bounds its memory while catching up).
+    # The most rows one finalizer batch takes: bounds its memory (~150 MB per 500,000) and, with the interval,
+    # the rate it keeps up with (sql/0020).
     finalizer_max_rows: int
     # How often the finalizer looks for spans that have waited long enough (each look costs a query).
     finalizer_interval_s: int
@@ -328,7 +329,7 @@ class Settings:
                 attribution_delay_s=_env_number("ATTRIBUTION_DELAY_SECONDS", 30),
                 context_lookback_s=_env_number("CONTEXT_LOOKBACK_SECONDS", 60),
                 inbox_retention_hours=_env_number("INBOX_RETENTION_HOURS", 24),
-                finalizer_max_rows=_env_number("FINALIZER_MAX_ROWS", 200_000),
+                finalizer_max_rows=_env_number("FINALIZER_MAX_ROWS", 500_000),
                 finalizer_interval_s=_env_number("FINALIZER_INTERVAL_SECONDS", 5),
                 max_future_s=_env_number("MAX_FUTURE_SECONDS", 3600),
             ),
