@@ -226,6 +226,8 @@ def test_compose_collector_sets_what_the_launcher_sets(compose: dict[str, Any]) 
     for key in ("OTLP_MAX_REQUEST_BYTES", "COLLECTOR_BATCH_MAX_BYTES", "COLLECTOR_MAX_RECORD_BYTES"):
         name = f"METRICS_PLATFORM_{key}"
         assert env[name] == collector.environment(settings)[name], name
+    for name, value in collector.GO_RUNTIME.items():
+        assert env[name] == value, name
     # The broker's record limit is the one the Collector's producer limit was derived from.
     kafka_env = compose["services"]["kafka"]["environment"]
     assert int(kafka_env["KAFKA_MESSAGE_MAX_BYTES"]) == settings.kafka.max_message_bytes
@@ -380,6 +382,8 @@ def test_collector_config_validates_under_the_chart_environment(rendered: list[d
     for key in ("OTLP_MAX_REQUEST_BYTES", "COLLECTOR_BATCH_MAX_BYTES", "COLLECTOR_MAX_RECORD_BYTES"):
         name = f"METRICS_PLATFORM_{key}"
         assert env[name] == launcher[name], name
+    for name, value in collector.GO_RUNTIME.items():
+        assert env[name] == value, name
 
 
 # --- OTLP TLS and bearer tokens: the manifests' overlays against the launcher's rendering -----------------

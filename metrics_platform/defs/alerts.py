@@ -167,10 +167,12 @@ def _evaluate_all(
 
 
 def build_alert_sensor(
-    minimum_interval_seconds: int = 30, checked_rules: tuple[Rule, ...] | None = None
+    minimum_interval_seconds: int = 60, checked_rules: tuple[Rule, ...] | None = None
 ) -> dg.SensorDefinition:
-    """The alert sensor; a factory so tests can build and call it directly. ``checked_rules``: the
-    rules that have a Dagster check (default: those of the file when the code location loaded)."""
+    """The alert sensor; a factory so tests can build and call it directly. Every minute by default, like
+    Prometheus's rule evaluation: the rules' windows and ``for_seconds`` are minutes long, and at idle the
+    ticks are most of what Dagster does. ``checked_rules``: the rules that have a Dagster check (default:
+    those of the file when the code location loaded)."""
     checked = _AT_LOAD.rules if checked_rules is None else checked_rules
     known_checks = {check_key(rule) for rule in checked} | {RULES_VALID}
 

@@ -67,7 +67,11 @@ def render_config(
     <kafka>
         <!-- A consumer that died without leaving its group holds its partitions this long. -->
         <session_timeout_ms>10000</session_timeout_ms>
-        <heartbeat_interval_ms>3000</heartbeat_interval_ms>{_kafka_properties(kafka or {})}
+        <heartbeat_interval_ms>3000</heartbeat_interval_ms>
+        <!-- An idle consumer's fetch waits at the broker this long; a record that arrives ends it at once,
+             so this only sets how often idle consumers ask (librdkafka's default, 500 ms, is twice a second
+             per consumer, which is most of an idle broker's request handling). -->
+        <fetch_wait_max_ms>5000</fetch_wait_max_ms>{_kafka_properties(kafka or {})}
     </kafka>{extra}
 </clickhouse>
 """
