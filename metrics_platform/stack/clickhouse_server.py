@@ -68,10 +68,10 @@ def render_config(
         <!-- A consumer that died without leaving its group holds its partitions this long. -->
         <session_timeout_ms>10000</session_timeout_ms>
         <heartbeat_interval_ms>3000</heartbeat_interval_ms>
-        <!-- An idle consumer's fetch waits at the broker this long; a record that arrives ends it at once,
-             so this only sets how often idle consumers ask (librdkafka's default, 500 ms, is twice a second
-             per consumer, which is most of an idle broker's request handling). -->
-        <fetch_wait_max_ms>5000</fetch_wait_max_ms>{_kafka_properties(kafka or {})}
+        <!-- fetch_wait_max_ms stays librdkafka's 500 ms. At 5000 an idle broker answered half as many
+             requests, but the first span after a start took 4.1 s instead of ~0.9 (compare_peer.py, first-span
+             mode), most likely because a broker answers one connection's requests in order and the
+             consumer's offset lookups waited behind its parked fetch. -->{_kafka_properties(kafka or {})}
     </kafka>{extra}
 </clickhouse>
 """
