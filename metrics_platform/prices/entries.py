@@ -36,7 +36,7 @@ _DATASET_KEYS = {
 
 @dataclass(frozen=True)
 class UnitPrices:
-    """USD per million tokens by token type; None = not listed (see sql/0011 mp_llm_cost)."""
+    """USD per million tokens by token type; None = not listed (see sql/0010 mp_llm_cost)."""
 
     input: Decimal | None = None
     output: Decimal | None = None

@@ -4,7 +4,7 @@ Spans carry ``gen_ai.provider.name`` (or the older ``gen_ai.system``, or the pla
 ``provider``) and the model as the application requested it or the provider answered it: dated
 variants (``gpt-4o-mini-2024-07-18``), provider prefixes (``openai/gpt-4o``), deployment aliases.
 ClickHouse resolves a name through the alias table (exact name, then without prefix and date
-suffix, see sql/0011 ``mp_price_id``); this module fills that table with every name the dataset
+suffix, see sql/0010 ``mp_price_id``); this module fills that table with every name the dataset
 spells out and with every name seen in agent_events that genai-prices' own matcher resolves.
 """
 
