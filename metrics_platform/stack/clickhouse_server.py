@@ -58,6 +58,11 @@ def render_config(
 
     ``kafka`` holds librdkafka properties (``security.protocol``, ``sasl.username``, ...) for the Kafka
     engine, written into the ``<kafka>`` section the way ClickHouse takes them (dots as underscores).
+
+    ``fetch.wait.max.ms`` stays librdkafka's 500 ms. At 5000 an idle broker answered half as many requests,
+    but the first span after a start took 4.1 s instead of ~0.9 (compare_peer.py --first-span), most likely
+    because a broker answers one connection's requests in order and the consumer's offset lookups waited
+    behind its parked fetch.
     """
     users = f"\n    <users_config>{escape(str(users_file))}</users_config>" if users_file else ""
     return f"""<clickhouse>{users}{clickhouse_users.access_control_xml()}
@@ -67,11 +72,7 @@ def render_config(
     <kafka>
         <!-- A consumer that died without leaving its group holds its partitions this long. -->
         <session_timeout_ms>10000</session_timeout_ms>
-        <heartbeat_interval_ms>3000</heartbeat_interval_ms>
-        <!-- fetch_wait_max_ms stays librdkafka's 500 ms. At 5000 an idle broker answered half as many
-             requests, but the first span after a start took 4.1 s instead of ~0.9 (compare_peer.py, first-span
-             mode), most likely because a broker answers one connection's requests in order and the
-             consumer's offset lookups waited behind its parked fetch. -->{_kafka_properties(kafka or {})}
+        <heartbeat_interval_ms>3000</heartbeat_interval_ms>{_kafka_properties(kafka or {})}
     </kafka>{extra}
 </clickhouse>
 """

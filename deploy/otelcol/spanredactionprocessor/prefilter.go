@@ -214,13 +214,11 @@ func required(re *syntax.Regexp) [][]literal {
 			return nil
 		}
 		return [][]literal{set}
-	case syntax.OpCapture, syntax.OpPlus:
-		return required(re.Sub[0])
-	case syntax.OpRepeat:
-		if re.Min < 1 {
-			return nil
+	case syntax.OpCapture, syntax.OpPlus, syntax.OpRepeat:
+		if sub := mandatory(re); sub != nil {
+			return required(sub)
 		}
-		return required(re.Sub[0])
+		return nil
 	case syntax.OpConcat:
 		// Every part is required.
 		var sets [][]literal
@@ -245,18 +243,25 @@ func required(re *syntax.Regexp) [][]literal {
 	}
 }
 
+// mandatory is the one sub-expression every match of a wrapper goes through (a capture, a +, a repetition
+// of at least one), or nil when the wrapper may match without it.
+func mandatory(re *syntax.Regexp) *syntax.Regexp {
+	if re.Op == syntax.OpRepeat && re.Min < 1 {
+		return nil
+	}
+	return re.Sub[0]
+}
+
 // requiredRuns finds, on the parts every match goes through, consecutive copies of one ASCII class
 // (Simplify writes \d{12} as twelve \d): each copy matches one byte, so the text holds that many bytes
 // of the class in a row.
 func requiredRuns(re *syntax.Regexp) []classRun {
 	switch re.Op {
-	case syntax.OpCapture, syntax.OpPlus:
-		return requiredRuns(re.Sub[0])
-	case syntax.OpRepeat:
-		if re.Min < 1 {
-			return nil
+	case syntax.OpCapture, syntax.OpPlus, syntax.OpRepeat:
+		if sub := mandatory(re); sub != nil {
+			return requiredRuns(sub)
 		}
-		return requiredRuns(re.Sub[0])
+		return nil
 	case syntax.OpConcat:
 		var runs []classRun
 		for i := 0; i < len(re.Sub); {
