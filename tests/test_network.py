@@ -532,7 +532,6 @@ def test_the_collector_resolves_listen_address_tls_and_token(monkeypatch, tmp_pa
     pipeline = config["service"]["pipelines"]["traces"]
     assert pipeline["processors"] == [
         "memory_limiter",
-        "transform/pii",
         "transform/span_name",
         "spanredaction/pii",
     ]

@@ -1,19 +1,18 @@
 """The Collector's PII policy: ``deploy/otelcol/pii-policy.toml`` turned into processor config.
 
-The operator edits one TOML file; at every start the launcher renders it into the two processors
-that ``deploy/otelcol/config.yaml`` puts in the traces pipeline:
+The operator edits one TOML file; at every start the launcher renders it into the processor that
+``deploy/otelcol/config.yaml`` puts in the traces pipeline, ``spanredaction/pii`` (ours,
+deploy/otelcol/spanredactionprocessor). On resource, scope, span and span-event attributes it hashes
+the first identity key present into the target key with the secret salt and replaces URL query
+strings and fragments; it removes raw identity, drop and (by default) content keys from those
+attributes and from span links (which no contrib component reaches; there at any depth); and it
+masks every value pattern in every attribute value, span name, status message and event name (a
+query string in a span name too). It runs after the span-name fill, so a name built from attributes
+is redacted too.
 
-- ``transform/pii`` (OTTL): identity keys hashed into the target key with the secret salt, URL
-  query strings and fragments replaced, on resource, scope, span and span-event attributes;
-- ``spanredaction/pii`` (ours, deploy/otelcol/spanredactionprocessor): raw identity, drop and (by
-  default) content keys removed from those attributes and from span links (which no contrib component
-  reaches; there at any depth), and every value pattern masked in every attribute value, span name,
-  status message and event name (a query string in a span name too). It runs after the span-name
-  fill, so a name built from attributes is redacted too.
-
-The rendered file holds no secret: the salt stays an ``${env:...}`` reference that the Collector
-expands in memory. Standard library only: the Collector image renders the policy with this one file
-(deploy/otelcol/Dockerfile).
+The rendered file holds no secret: the processor reads the salt from the environment variable it
+names (METRICS_PLATFORM_PII_SALT). Standard library only: the Collector image renders the policy with
+this one file (deploy/otelcol/Dockerfile).
 """
 
 from __future__ import annotations
@@ -24,14 +23,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-SALT_REFERENCE = "${env:METRICS_PLATFORM_PII_SALT}"
-# OTTL paths of the attribute maps each transform context can reach (span links have none).
-_CONTEXTS = (
-    ("resource", "resource.attributes"),
-    ("scope", "scope.attributes"),
-    ("span", "span.attributes"),
-    ("spanevent", "spanevent.attributes"),
-)
+SALT_ENV = "METRICS_PLATFORM_PII_SALT"
 
 
 class PiiPolicyError(ValueError):
@@ -106,54 +98,16 @@ def load(path: Path) -> PiiPolicy:
     return policy
 
 
-def _literal(text: str) -> str:
-    """An OTTL string literal; `$` doubled so the Collector's config loader keeps it as it is."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$") + '"'
-
-
 def _config_string(text: str) -> str:
     """A plain config string (not inside OTTL): only `$` needs escaping for the config loader."""
     return text.replace("$", "$$")
 
 
-def _key_statements(policy: PiiPolicy, attrs: str) -> list[str]:
-    target = f"{attrs}[{_literal(policy.hash_target)}]"
-    salt = f'"{SALT_REFERENCE}"'
-    statements = [
-        # A target that is not a hash already is a raw value in the wrong place: hash it too.
-        f'set({target}, SHA256(Concat([{salt}, {target}], ""))) '
-        f'where {target} != nil and not IsMatch({target}, "^[0-9a-f]{{64}}$$")',
-    ]
-    for key in policy.hash_keys:
-        value = f"{attrs}[{_literal(key)}]"
-        statements.append(
-            f'set({target}, SHA256(Concat([{salt}, {value}], ""))) '
-            f'where {target} == nil and {value} != nil and {value} != ""'
-        )
-    query, fragment = _literal("?" + policy.replacement), _literal("#" + policy.replacement)
-    for key in policy.url_keys:
-        value = f"{attrs}[{_literal(key)}]"
-        statements.append(f'replace_pattern({value}, "\\\\?[^#]*", {query}) where {value} != nil')
-        statements.append(f'replace_pattern({value}, "#.*", {fragment}) where {value} != nil')
-    for key in policy.url_part_keys:
-        value = f"{attrs}[{_literal(key)}]"
-        statements.append(f'set({value}, {_literal(policy.replacement)}) where {value} != nil and {value} != ""')
-    return statements
-
-
 def render(policy: PiiPolicy, keep_content: bool) -> dict:
-    """The ``processors`` section for the two PII processors named in config.yaml."""
+    """The ``processors`` section for the PII processor named in config.yaml."""
     keys, key_patterns = policy.removed_keys(keep_content)
     return {
         "processors": {
-            "transform/pii": {
-                # silent: an error log would print the statement, which holds the expanded salt. A
-                # failing set() leaves the raw id to spanredaction/pii, which removes it.
-                "error_mode": "silent",
-                "trace_statements": [
-                    {"context": context, "statements": _key_statements(policy, attrs)} for context, attrs in _CONTEXTS
-                ],
-            },
             "spanredaction/pii": {
                 # A value is matched in its string form (a card number sent as an int, an e-mail in
                 # a list of messages); only a value that changes becomes a (masked) string.
@@ -164,6 +118,11 @@ def render(policy: PiiPolicy, keep_content: bool) -> dict:
                 "replacement": _config_string(policy.replacement),
                 # A span name should hold no query string (OpenTelemetry naming rules).
                 "name_query_replacement": _config_string("?" + policy.replacement),
+                "hash_target": _config_string(policy.hash_target),
+                "hash_keys": [_config_string(k) for k in policy.hash_keys],
+                "hash_salt_env": SALT_ENV,
+                "url_keys": [_config_string(k) for k in policy.url_keys],
+                "url_part_keys": [_config_string(k) for k in policy.url_part_keys],
             },
         }
     }

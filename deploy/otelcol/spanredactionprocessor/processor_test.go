@@ -1,6 +1,8 @@
 package spanredactionprocessor
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"testing"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -77,5 +79,76 @@ func TestSpanTextAndLinksAreScrubbed(t *testing.T) {
 	}
 	if got := link.AsRaw()["list"].([]any)[0]; got != "x ****" {
 		t.Errorf("nested value %q not masked", got)
+	}
+}
+
+func TestIdentitiesAreHashedAndURLsCut(t *testing.T) {
+	t.Setenv("TEST_PII_SALT", "s3cr3t")
+	r, err := newSpanRedaction(&Config{
+		IgnoredKeys: []string{"user_id_hash"},
+		DropKeys:    []string{"user_id", "enduser.id", "user.id"},
+		Replacement: "****",
+		HashTarget:  "user_id_hash",
+		HashKeys:    []string{"user_id", "enduser.id", "user.id"},
+		HashSaltEnv: "TEST_PII_SALT",
+		URLKeys:     []string{"http.url", "url.full"},
+		URLPartKeys: []string{"url.query"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := func(v string) string {
+		sum := sha256.Sum256([]byte("s3cr3t" + v))
+		return hex.EncodeToString(sum[:])
+	}
+	kept := digest("already")
+	td := ptrace.NewTraces()
+	resource := td.ResourceSpans().AppendEmpty()
+	resource.Resource().Attributes().PutStr("user_id_hash", "raw-id")
+	scope := resource.ScopeSpans().AppendEmpty()
+	scope.Scope().Attributes().PutStr("user_id_hash", kept)
+	span := scope.Spans().AppendEmpty()
+	attrs := span.Attributes()
+	attrs.PutStr("user_id", "")
+	attrs.PutStr("enduser.id", "u-1")
+	attrs.PutStr("user.id", "u-2")
+	attrs.PutStr("http.url", "https://h/p?a=1&b=2#frag")
+	attrs.PutStr("url.full", "https://h/p#x?y")
+	attrs.PutStr("url.query", "a=1")
+	event := span.Events().AppendEmpty().Attributes()
+	event.PutInt("user_id", 42)
+	event.PutStr("url.query", "")
+	event.PutInt("http.url", 7)
+
+	if _, err := r.process(t.Context(), td); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ got, want any }{
+		// the first key with a value, in the configured order; "" is no value
+		{attrs.AsRaw()["user_id_hash"], digest("u-1")},
+		// a target holding no digest is hashed; a digest is kept
+		{resource.Resource().Attributes().AsRaw()["user_id_hash"], digest("raw-id")},
+		{scope.Scope().Attributes().AsRaw()["user_id_hash"], kept},
+		// a number is hashed in its string form
+		{event.AsRaw()["user_id_hash"], digest("42")},
+		{attrs.AsRaw()["http.url"], "https://h/p?****#****"},
+		{attrs.AsRaw()["url.full"], "https://h/p#****"},
+		{attrs.AsRaw()["url.query"], "****"},
+		{event.AsRaw()["url.query"], ""},
+		{event.AsRaw()["http.url"], int64(7)},
+	} {
+		if c.got != c.want {
+			t.Errorf("got %v, want %v", c.got, c.want)
+		}
+	}
+	for _, k := range []string{"user_id", "enduser.id", "user.id"} {
+		if _, ok := attrs.Get(k); ok {
+			t.Errorf("identity key %s was not removed", k)
+		}
+	}
+
+	t.Setenv("TEST_PII_SALT", "")
+	if _, err := newSpanRedaction(&Config{HashTarget: "user_id_hash", HashSaltEnv: "TEST_PII_SALT"}); err == nil {
+		t.Error("an empty salt was accepted")
 	}
 }
