@@ -99,7 +99,7 @@ def load(path: Path) -> PiiPolicy:
 
 
 def _config_string(text: str) -> str:
-    """A plain config string (not inside OTTL): only `$` needs escaping for the config loader."""
+    """A config string: only `$` needs escaping, for the config loader."""
     return text.replace("$", "$$")
 
 
