@@ -106,7 +106,7 @@ def _salt(settings: Settings) -> str:
     salt = settings.pii_salt()
     # spanredaction/pii reads it from its environment and refuses to start without one; never echo it.
     if not salt:
-        raise StackError("METRICS_PLATFORM_PII_SALT must not be empty")
+        raise StackError(f"{pii_policy.SALT_ENV} must not be empty")
     return salt
 
 
@@ -132,7 +132,8 @@ def environment(settings: Settings) -> dict[str, str]:
         # A YAML flow list: the Collector parses a whole-value env reference as YAML.
         "METRICS_PLATFORM_KAFKA_BROKERS": "[" + ", ".join(settings.kafka.bootstrap_servers.split(",")) + "]",
         "METRICS_PLATFORM_OTEL_SPANS_TOPIC": settings.kafka.spans_topic,
-        "METRICS_PLATFORM_PII_SALT": _salt(settings),
+        # the variable the rendered policy names (hash_salt_env)
+        pii_policy.SALT_ENV: _salt(settings),
         "METRICS_PLATFORM_COLLECTOR_STORAGE_DIR": str(queue_dir(settings)),
         "METRICS_PLATFORM_COLLECTOR_QUEUE_FSYNC": "true" if c.queue_fsync else "false",
         "METRICS_PLATFORM_OTLP_MAX_REQUEST_MIB": str(c.max_request_mib),
