@@ -19,7 +19,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from metrics_platform.cluster import DdlMode, ledger_engine, on_cluster, statement_transform
+from metrics_platform.cluster import DdlMode, every_server_cluster, ledger_engine, on_cluster, statement_transform
 from metrics_platform.paths import SQL_DIR
 from metrics_platform.settings import Settings
 
@@ -77,8 +77,9 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def template_values(settings: Settings) -> dict[str, str]:
-    """The values the SQL templates may refer to."""
+def template_values(settings: Settings, every_server: str | None = None) -> dict[str, str]:
+    """The values the SQL templates may refer to. ``every_server``: the cluster listing every server that
+    consumes the platform's topics (``ledger_cluster``), None on a single node."""
     return {
         "kafka_brokers": settings.kafka.clickhouse_brokers,
         "spans_topic": settings.kafka.spans_topic,
@@ -101,7 +102,22 @@ def template_values(settings: Settings) -> dict[str, str]:
         # Which server finalized a row (sql/0017): replicas of a shard share agent_events, each finalizing its
         # own span_inbox. One server per agent_events (single node, local cluster): nothing to tell apart.
         "finalizer_identity": "getMacro('replica')" if settings.cluster.replicated else "''",
+        # Where the views that store Kafka messages read the offsets already stored (sql/0022): on a cluster, every
+        # server's, since a rebalance hands a partition to another server with its uncommitted offsets.
+        "ledger_cluster": every_server or settings.cluster.name,
+        "ledger_is_cluster_wide": "1" if every_server else "0",
+        "inbox_ledger": "span_inbox_every_server" if every_server else "span_inbox",
+        "dead_letters_ledger": "dead_letters_every_server" if every_server else "dead_letters",
     }
+
+
+def ledger_cluster(ch: Client, settings: Settings) -> str | None:
+    """The cluster through which a server reads every server's Kafka offset ledger: ``<cluster>_every_server``
+    where the servers define it, else the platform's cluster (``cluster.every_server_cluster``); None when the
+    server knows no cluster of that name (a single node)."""
+    defined = [str(name) for (name,) in ch.query("SELECT DISTINCT cluster FROM system.clusters").result_rows]
+    name = settings.cluster.name
+    return every_server_cluster(name, defined) if name in defined else None
 
 
 def _sql_string(value: str) -> str:
@@ -206,7 +222,7 @@ def migrate(
     except ValueError as exc:
         raise MigrationError(f"database {settings.clickhouse.database}: {exc}") from exc
     _create_ledger(ch, mode)
-    values = template_values(settings)
+    values = template_values(settings, ledger_cluster(ch, settings))
     pending = [s.migration for s in status(ch, migrations) if not s.applied]
     for m in pending:
         statements = split_statements(render(m, values))

@@ -76,8 +76,11 @@ def service_state(ch, service: str) -> str:
     )
 
 
-def produce(settings: KafkaSettings, topic: str, payloads: Iterable[bytes | dict]) -> list[tuple[int, int]]:
-    """Produce and wait for every ack; returns (partition, offset) per message, in order."""
+def produce(
+    settings: KafkaSettings, topic: str, payloads: Iterable[bytes | dict], key: bytes | None = None
+) -> list[tuple[int, int]]:
+    """Produce (with ``key``, if given, on every message) and wait for every ack; returns (partition, offset)
+    per message, in order."""
     producer = kafka_clients.producer(settings)
     delivered: list[tuple[int, int] | None] = []
 
@@ -92,7 +95,7 @@ def produce(settings: KafkaSettings, topic: str, payloads: Iterable[bytes | dict
     for index, payload in enumerate(payloads):
         delivered.append(None)
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        producer.produce(topic, body, on_delivery=on_delivery(index))
+        producer.produce(topic, body, key=key, on_delivery=on_delivery(index))
         producer.poll(0)
     remaining = producer.flush(30)
     assert remaining == 0, f"{remaining} message(s) to {topic} not delivered"

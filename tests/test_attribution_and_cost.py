@@ -21,7 +21,7 @@ from metrics_platform.defs.prices import cost_recompute, model_prices, models_wi
 from metrics_platform.prices.load import load_prices
 from metrics_platform.rollups import ROLLUPS
 from tests.collector_helpers import post_otlp
-from tests.helpers import flat_event, ingest, ingest_state, stored_count, wait_for
+from tests.helpers import flat_event, ingest, ingest_state, produce, stored_count, wait_for
 from tests.otlp_json import CLIENT, SERVER, request, span
 
 SALT = "test-salt-not-secret"  # tests/conftest.py
@@ -142,6 +142,34 @@ def test_a_span_sent_twice_is_stored_once(stack, ch):
     _rows(ch, trace, 1)
     time.sleep(4)  # two attribution delays: every copy has been considered
     assert ch.command("SELECT count() FROM agent_events WHERE trace_id = {t:String}", parameters={"t": trace}) == 1
+
+
+def test_copies_read_in_one_inbox_block_are_stored_once(stack, ch):
+    """A producer retrying after a broker failover writes a record again a few offsets on, and the Kafka
+    engine reads both copies into one block; a span twice in one record is one block too. Each span is
+    stored once, whichever copy."""
+    service = f"oneblock-{uuid.uuid4().hex[:8]}"
+    trace = secrets.token_hex(16)
+    root = span(trace, "POST /chat", {"http.route": "POST /chat"}, kind=SERVER)
+    child = span(trace, "chat", {"gen_ai.request.model": "gpt-4.1", "gen_ai.usage.input_tokens": 7},
+                 parent=root["spanId"], kind=CLIENT)  # fmt: skip
+    tool = span(trace, "execute_tool search", {"gen_ai.tool.name": "search"}, parent=root["spanId"])
+    resource = {"service.name": service}
+    record, doubled = orjson.dumps(request(resource, [root, child])), orjson.dumps(request(resource, [tool, tool]))
+    positions = produce(stack.kafka, stack.kafka.spans_topic, [record, record, doubled], key=trace.encode())
+    assert len({partition for partition, _ in positions}) == 1
+    rows = _rows(ch, trace, 3)
+    time.sleep(4)  # two attribution delays: every copy has been considered
+    blocks = ch.query(
+        "SELECT span_id, groupUniqArray(_block_number) FROM span_inbox WHERE trace_id = {t:String} GROUP BY span_id",
+        parameters={"t": trace},
+    ).result_rows
+    assert all(len(b) == 1 for _, b in blocks), f"the copies were read in more than one block: {blocks}"
+    stored = ch.query(
+        "SELECT name, count() FROM agent_events WHERE trace_id = {t:String} GROUP BY name", parameters={"t": trace}
+    ).result_rows
+    assert sorted(stored) == [("POST /chat", 1), ("chat", 1), ("execute_tool search", 1)]
+    assert rows["chat"]["route"] == "POST /chat" and rows["execute_tool search"]["route"] == "POST /chat"
 
 
 def test_rows_another_replica_finalized_leave_this_servers_cursor_alone(stack, ch):

@@ -362,7 +362,7 @@ def ensure_read_layers(settings: Settings) -> list[str]:
 def _partitions_assigned(settings: Settings, topology: Topology) -> bool:
     """Whether the shards' Kafka engine tables hold every partition between them, each shard some (when there
     are enough). The consumers join their group seconds after the tables exist; spans sent before then wait
-    in Kafka, and a rebalance right after they were read may store a block twice (at-least-once)."""
+    in Kafka until they do."""
     held: dict[str, list[int]] = {}
     for node in shards(settings, topology):
         ch = clickhouse.client(shard_settings(settings, node).clickhouse)
