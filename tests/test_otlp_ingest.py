@@ -179,3 +179,38 @@ def test_genai_semantic_conventions_map_to_columns(stack, ch):
         "embeddings": ("llm", False),
         "execute_tool search": ("tool", False),
     }
+
+
+def test_a_trace_of_5000_spans_in_one_record_is_stored_whole_and_the_server_stays_up(stack, ch):
+    """A long agent run exported at once reaches Kafka as one record (the Collector writes one per trace): here
+    5,000 spans, ~3 MB of OTLP JSON with a prompt-sized attribute on each. The mapping keeps the message once for
+    its spans (sql/0023); copied into each span's row it asked for ~15 GB and the server exited, then read the
+    same uncommitted record again after its restart."""
+    from metrics_platform.stack import clickhouse_embedded
+    from tests import otlp_json
+
+    service = f"bigtrace-{uuid.uuid4().hex[:8]}"
+    trace = uuid.uuid4().hex
+    root = otlp_json.span(trace, "POST /v1/run", {"http.route": "POST /v1/run"}, kind=otlp_json.SERVER)
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4.1", "gen_ai.usage.input_tokens": 10}
+    steps = [
+        otlp_json.span(trace, f"step {i}", {**attrs, "note": "x" * 400}, parent=root["spanId"], kind=otlp_json.CLIENT)
+        for i in range(4999)
+    ]
+    record = json.dumps(otlp_json.request({"service.name": service}, [root, *steps])).encode()
+    assert len(record) > 2_500_000
+    restarts = clickhouse_embedded.daemon(stack).restarts()
+    producer = kafka_clients.producer(stack.kafka, **{"message.max.bytes": stack.kafka.max_message_bytes})
+    producer.produce(stack.kafka.spans_topic, record, key=trace.encode())
+    assert producer.flush(30) == 0
+
+    def stored():
+        n = ch.command("SELECT count() FROM agent_events WHERE service = {s:String}", parameters={"s": service})
+        return n if n >= 5000 else None
+
+    assert wait_for(stored, 90, f"5,000 spans of {service}", lambda: ingest_state(ch, trace)) == 5000
+    routes = ch.query(
+        "SELECT route, count() FROM agent_events WHERE service = {s:String} GROUP BY route", parameters={"s": service}
+    ).result_rows
+    assert routes == [("POST /v1/run", 5000)]
+    assert clickhouse_embedded.daemon(stack).restarts() == restarts
