@@ -846,9 +846,10 @@ def test_replay_across_shards_lands_each_event_once(cluster_stack, tmp_path):
 
 def test_kill_9_of_a_broker_under_load_loses_nothing(cluster_stack):
     """While the Collector is sending, the broker coordinating ClickHouse's consumer group of the spans topic is
-    killed (it leads partitions too); the supervisor starts it again. The servers' offset commits fail meanwhile,
-    and the group's rebalance usually hands each partition to the other server, which reads again from the last
-    committed offset: every acknowledged span still lands exactly once across the shards (sql/0022)."""
+    killed (with 3 brokers it leads a partition as well, as a rule); the supervisor starts it again. The servers'
+    offset commits fail meanwhile, and the group's rebalance usually hands each partition to the other server,
+    which reads again from the last committed offset: every acknowledged span still lands exactly once across the
+    shards (sql/0022)."""
     from metrics_platform import kafka_clients
     from metrics_platform.stack import topology
 
