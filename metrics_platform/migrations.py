@@ -79,7 +79,7 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
 
 def template_values(settings: Settings, every_server: str | None = None) -> dict[str, str]:
     """The values the SQL templates may refer to. ``every_server``: the cluster listing every server that
-    consumes the platform's topics (``ledger_cluster``), None on a single node."""
+    consumes the platform's topics (``every_server_cluster_of``), None on a single node."""
     return {
         "kafka_brokers": settings.kafka.clickhouse_brokers,
         "spans_topic": settings.kafka.spans_topic,
@@ -111,10 +111,11 @@ def template_values(settings: Settings, every_server: str | None = None) -> dict
     }
 
 
-def ledger_cluster(ch: Client, settings: Settings) -> str | None:
-    """The cluster through which a server reads every server's Kafka offset ledger: ``<cluster>_every_server``
-    where the servers define it, else the platform's cluster (``cluster.every_server_cluster``); None when the
-    server knows no cluster of that name (a single node)."""
+def every_server_cluster_of(ch: Client, settings: Settings) -> str | None:
+    """The cluster listing every server as a shard of its own, as the server ``ch`` knows it:
+    ``<cluster>_every_server`` where defined, else the platform's cluster (``cluster.every_server_cluster``);
+    None when the server knows no cluster of that name (a single node). Both the Kafka offset ledger (sql/0022)
+    and the read layer's per-server tables read every server through it."""
     defined = [str(name) for (name,) in ch.query("SELECT DISTINCT cluster FROM system.clusters").result_rows]
     name = settings.cluster.name
     return every_server_cluster(name, defined) if name in defined else None
@@ -222,7 +223,7 @@ def migrate(
     except ValueError as exc:
         raise MigrationError(f"database {settings.clickhouse.database}: {exc}") from exc
     _create_ledger(ch, mode)
-    values = template_values(settings, ledger_cluster(ch, settings))
+    values = template_values(settings, every_server_cluster_of(ch, settings))
     pending = [s.migration for s in status(ch, migrations) if not s.applied]
     for m in pending:
         statements = split_statements(render(m, values))

@@ -335,10 +335,10 @@ def ensure_read_layer(ch: Client, settings: Settings) -> list[str]:
     """Create the read database's Distributed tables and views on one server; returns the statements."""
     local_db = settings.clickhouse.database
     rows = ch.query(cluster.LOCAL_TABLES_QUERY, parameters={"db": local_db}).result_rows
-    defined = [name for (name,) in ch.query("SELECT DISTINCT cluster FROM system.clusters").result_rows]
     name = settings.cluster.name
+    every_server = migrations.every_server_cluster_of(ch, settings) or name
     statements = cluster.read_layer_ddl(
-        local_db, read_database(settings), name, cluster.local_tables(rows), cluster.every_server_cluster(name, defined)
+        local_db, read_database(settings), name, cluster.local_tables(rows), every_server
     )
     for statement in statements:
         ch.command(statement)
